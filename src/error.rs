@@ -1,0 +1,91 @@
+//! Typed errors of the library. The binary wraps them in `anyhow` at the edge.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the pipeline, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum MawqifError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is empty: give a UTF-8 text file with at least one sentence")]
+    EmptyInput { path: PathBuf },
+
+    #[error("{path} looks like a binary file (NUL byte at offset {offset}), not UTF-8 text")]
+    BinaryInput { path: PathBuf, offset: usize },
+
+    #[error(
+        "{path} is not valid UTF-8 (first bad byte at offset {offset}); \
+         convert it first, e.g. `iconv -f CP1256 -t UTF-8`"
+    )]
+    InvalidUtf8 { path: PathBuf, offset: usize },
+
+    #[error("{path} has no sentence with Arabic text in it")]
+    NoSentences { path: PathBuf },
+
+    #[error("model directory {path} does not exist; run `bash scripts/fetch-local-model.sh` or pass --model DIR")]
+    MissingModelDir { path: PathBuf },
+
+    #[error("{path} is missing: {hint}")]
+    MissingFile { path: PathBuf, hint: String },
+
+    #[error("{path} is malformed: {reason}")]
+    MalformedFile { path: PathBuf, reason: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error(
+        "sentence {index} ({preview}…) has {tokens} tokens, more than {limit}: \
+         this is not one sentence (is the text unsegmented?); split it or pass --allow-long to truncate"
+    )]
+    SentenceTooLong {
+        index: usize,
+        preview: String,
+        tokens: usize,
+        limit: usize,
+    },
+
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    #[error("head {path} does not fit the encoder: {reason}")]
+    HeadMismatch { path: PathBuf, reason: String },
+
+    #[error("{path}:{line}: {reason}")]
+    BadRecord {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error(
+        "refusing to train on {path}: files under eval/fixtures/ are held-out evaluation data"
+    )]
+    EvalFixtureInTraining { path: PathBuf },
+}
+
+pub type Result<T, E = MawqifError> = std::result::Result<T, E>;
+
+impl MawqifError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        MawqifError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        MawqifError::MalformedFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! mawqif: who is claiming what, sentence by sentence, in Arabic news.
+//!
+//! The pipeline has one module per stage, each a type with a small contract:
+//!
+//! 1. [`segment`]: source text → units with byte spans ([`segment::Segmenter`])
+//! 2. [`preprocess`]: unit text → encoder input string ([`preprocess::Preprocessor`])
+//! 3. [`tokenize`]: strings → token ids ([`tokenize::SentenceTokenizer`])
+//! 4. [`encode`]: ids → pooled vectors ([`encode::Encoder`], candle BERT)
+//! 5. [`classify`]: vectors → label probabilities ([`classify::Head`])
+//! 6. [`report`]: labelled units → JSONL / TSV / table
+//!
+//! [`Classifier`] ties stages 2–5 together; [`classify_text`] runs them all.
+
+pub mod classify;
+pub mod cues;
+pub mod e5s1;
+pub mod encode;
+pub mod error;
+pub mod eval;
+pub mod input;
+pub mod model_dir;
+pub mod preprocess;
+pub mod report;
+pub mod segment;
+pub mod tokenize;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use classify::{Head, Label, Scores};
+use encode::Encoder;
+pub use error::{MawqifError, Result};
+use model_dir::{ModelDir, ModelProfile};
+use preprocess::Preprocessor;
+use report::LabelledUnit;
+use segment::Segmenter;
+use tokenize::SentenceTokenizer;
+
+/// Default model directory, relative to the working directory.
+pub const DEFAULT_MODEL_DIR: &str = "models/multilingual-e5-small";
+
+/// Sentences longer than this many times the model's limit are refused
+/// rather than truncated: they are unsegmented text, not sentences.
+pub const OVERLONG_FACTOR: usize = 4;
+
+/// Options of a neural classification run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub batch_size: usize,
+    /// Truncate any overlong unit instead of refusing the very long ones.
+    pub allow_long: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            allow_long: false,
+        }
+    }
+}
+
+/// Result of classifying a list of sentences.
+#[derive(Debug, Clone, Default)]
+pub struct Classification {
+    pub scores: Vec<Scores>,
+    /// Things a user should know (truncated sentences), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Encoder stages 2–4: text → pooled vectors.
+pub struct Embedder {
+    pub profile: ModelProfile,
+    pub model_dir: PathBuf,
+    preprocessor: Preprocessor,
+    tokenizer: SentenceTokenizer,
+    encoder: Encoder,
+}
+
+impl Embedder {
+    pub fn load(model_dir: &Path) -> Result<Self> {
+        let dir = ModelDir::open(model_dir)?;
+        let tokenizer =
+            SentenceTokenizer::from_model_dir(model_dir, Some(dir.pad_id()), dir.profile.max_length)?;
+        if tokenizer.vocab_size() > dir.config.vocab_size {
+            return Err(MawqifError::malformed(
+                tokenizer.source(),
+                format!(
+                    "tokenizer has {} tokens but config.json says vocab_size {}",
+                    tokenizer.vocab_size(),
+                    dir.config.vocab_size
+                ),
+            ));
+        }
+        let encoder = Encoder::load(&dir, tokenizer.pad_id())?;
+        Ok(Self {
+            preprocessor: Preprocessor::new(dir.profile.preprocessing, dir.profile.prefix.clone()),
+            profile: dir.profile,
+            model_dir: dir.path,
+            tokenizer,
+            encoder,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.encoder.hidden_size()
+    }
+
+    pub fn tokenizer(&self) -> &SentenceTokenizer {
+        &self.tokenizer
+    }
+
+    /// Pooled vectors for `texts`; warnings name truncated sentences.
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        options: &RunOptions,
+        on_batch: impl FnMut(usize),
+    ) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
+        let inputs: Vec<String> = texts.iter().map(|t| self.preprocessor.apply(t)).collect();
+        let tokenized = self.tokenizer.encode(&inputs)?;
+        let limit = self.tokenizer.max_length();
+        let mut warnings = Vec::new();
+        for (k, t) in tokenized.iter().enumerate() {
+            if !t.was_truncated() {
+                continue;
+            }
+            let preview: String = texts[k].chars().take(40).collect();
+            if !options.allow_long && t.untruncated_len > OVERLONG_FACTOR * limit {
+                return Err(MawqifError::SentenceTooLong {
+                    index: k,
+                    preview,
+                    tokens: t.untruncated_len,
+                    limit: OVERLONG_FACTOR * limit,
+                });
+            }
+            warnings.push(format!(
+                "sentence {k} ({preview}…) has {} tokens; truncated to {limit}",
+                t.untruncated_len
+            ));
+        }
+        let vectors = self.encoder.embed(&tokenized, options.batch_size, on_batch)?;
+        Ok((vectors, warnings))
+    }
+}
+
+/// Stages 2–5 behind one interface: the neural model or a baseline.
+pub enum Classifier {
+    Neural { embedder: Box<Embedder>, head: Head },
+    /// The transparent rule baseline of [`cues`].
+    Cues,
+    /// Always the same label (the majority class of some gold set).
+    Constant(Label),
+}
+
+impl Classifier {
+    /// Load a model directory and its head (explicit, or the default place).
+    pub fn load_neural(model_dir: &Path, head_dir: Option<&Path>) -> Result<Self> {
+        let embedder = Embedder::load(model_dir)?;
+        let head_dir = match head_dir {
+            Some(h) => h.to_path_buf(),
+            None => find_default_head(model_dir, &embedder.profile)?,
+        };
+        let head = Head::load(&head_dir)?;
+        head.check_encoder(&head_dir, embedder.dim(), embedder.profile.pooling)?;
+        Ok(Classifier::Neural {
+            embedder: Box::new(embedder),
+            head,
+        })
+    }
+
+    /// A short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Classifier::Neural { embedder, head } => {
+                let mut n = embedder.profile.id.clone();
+                if head.spec.hidden.is_some() {
+                    n.push_str("+mlp");
+                }
+                n
+            }
+            Classifier::Cues => "cues".into(),
+            Classifier::Constant(l) => format!("constant:{l}"),
+        }
+    }
+
+    pub fn classify(
+        &self,
+        texts: &[&str],
+        options: &RunOptions,
+        on_batch: impl FnMut(usize),
+    ) -> Result<Classification> {
+        match self {
+            Classifier::Neural { embedder, head } => {
+                let (vectors, warnings) = embedder.embed(texts, options, on_batch)?;
+                let scores = vectors
+                    .iter()
+                    .zip(texts)
+                    .map(|(v, t)| head.predict(&train::features(v, t, &head.spec.features)))
+                    .collect();
+                Ok(Classification { scores, warnings })
+            }
+            Classifier::Cues => Ok(Classification {
+                scores: texts.iter().map(|t| cues::cue_scores(t)).collect(),
+                warnings: Vec::new(),
+            }),
+            Classifier::Constant(l) => Ok(Classification {
+                scores: vec![Scores::certain(*l); texts.len()],
+                warnings: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// The head that goes with a model when none is given: `<model>/head/`, else
+/// `models/heads/<model name>/` beside the model directory.
+pub fn find_default_head(model_dir: &Path, profile: &ModelProfile) -> Result<PathBuf> {
+    let inside = model_dir.join("head");
+    if inside.join("head.json").is_file() {
+        return Ok(inside);
+    }
+    let root = model_dir.parent().unwrap_or(Path::new("."));
+    let shipped = classify::default_head_dir(root, &profile.id);
+    if shipped.join("head.json").is_file() {
+        return Ok(shipped);
+    }
+    Err(MawqifError::MissingFile {
+        path: shipped,
+        hint: format!(
+            "no classifier head for {}; pass --head DIR or train one with `mawqif train --model {}`",
+            profile.id,
+            model_dir.display()
+        ),
+    })
+}
+
+/// Segment one text and label its units.
+pub fn classify_text(
+    file: &str,
+    source: &str,
+    classifier: &Classifier,
+    options: &RunOptions,
+    on_batch: impl FnMut(usize),
+) -> Result<(Vec<LabelledUnit>, Vec<String>)> {
+    let segments = Segmenter::new().segment(source);
+    let texts: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
+    let result = classifier.classify(&texts, options, on_batch)?;
+    let units = segments
+        .iter()
+        .zip(result.scores)
+        .map(|(s, sc)| LabelledUnit::new(file, s, sc))
+        .collect();
+    Ok((units, result.warnings))
+}

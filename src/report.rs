@@ -1,0 +1,179 @@
+//! Stage 6: write labelled units for people and programs.
+//!
+//! Contract: [`LabelledUnit`] is the public JSONL schema of `mawqif classify`
+//! (one object per sentence: file, index, start, end, text, label, scores);
+//! [`write_units`] renders a list of them as JSONL, TSV or a terminal table.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Label, Scores};
+use crate::segment::Segment;
+
+/// Probabilities keyed by label name, in the scheme's order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoreMap {
+    pub report: f32,
+    pub quotation: f32,
+    pub endorsement: f32,
+    pub opinion: f32,
+}
+
+impl From<Scores> for ScoreMap {
+    fn from(s: Scores) -> Self {
+        ScoreMap {
+            report: s.0[0],
+            quotation: s.0[1],
+            endorsement: s.0[2],
+            opinion: s.0[3],
+        }
+    }
+}
+
+impl From<ScoreMap> for Scores {
+    fn from(m: ScoreMap) -> Self {
+        Scores([m.report, m.quotation, m.endorsement, m.opinion])
+    }
+}
+
+/// One line of `classify` JSONL output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelledUnit {
+    pub file: String,
+    pub index: usize,
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    pub label: Label,
+    pub scores: ScoreMap,
+}
+
+impl LabelledUnit {
+    pub fn new(file: &str, segment: &Segment, scores: Scores) -> Self {
+        LabelledUnit {
+            file: file.to_string(),
+            index: segment.index,
+            start: segment.start,
+            end: segment.end,
+            text: segment.text.clone(),
+            label: scores.best(),
+            scores: scores.into(),
+        }
+    }
+}
+
+/// One line of `segment` JSONL output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub file: String,
+    pub index: usize,
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Jsonl,
+    Tsv,
+    Table,
+}
+
+/// Render labelled units; the table shows a per-file label summary too.
+pub fn write_units(
+    out: &mut dyn Write,
+    units: &[LabelledUnit],
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Jsonl => {
+            for u in units {
+                serde_json::to_writer(&mut *out, u)?;
+                writeln!(out)?;
+            }
+        }
+        OutputFormat::Tsv => {
+            writeln!(out, "file\tindex\tstart\tend\tlabel\tscore\ttext")?;
+            for u in units {
+                let score = Scores::from(u.scores).get(u.label);
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{:.3}\t{}",
+                    u.file,
+                    u.index,
+                    u.start,
+                    u.end,
+                    u.label,
+                    score,
+                    u.text.replace(['\t', '\n'], " ")
+                )?;
+            }
+        }
+        OutputFormat::Table => write_table(out, units)?,
+    }
+    Ok(())
+}
+
+fn write_table(out: &mut dyn Write, units: &[LabelledUnit]) -> std::io::Result<()> {
+    let mut current: Option<&str> = None;
+    let mut counts = [0usize; 4];
+    let flush = |out: &mut dyn Write, file: &str, counts: &[usize; 4]| -> std::io::Result<()> {
+        let total: usize = counts.iter().sum::<usize>().max(1);
+        write!(out, "── {file}: {} sentences:", counts.iter().sum::<usize>())?;
+        for l in Label::ALL {
+            let n = counts[l.index()];
+            write!(out, "  {l} {n} ({:.0}%)", 100.0 * n as f64 / total as f64)?;
+        }
+        writeln!(out)
+    };
+    for u in units {
+        if current != Some(u.file.as_str()) {
+            if let Some(f) = current {
+                flush(out, f, &counts)?;
+                writeln!(out)?;
+            }
+            current = Some(u.file.as_str());
+            counts = [0; 4];
+            writeln!(out, "{:>4}  {:<11} {:>5}  text", "#", "label", "p")?;
+        }
+        counts[u.label.index()] += 1;
+        let score = Scores::from(u.scores).get(u.label);
+        writeln!(
+            out,
+            "{:>4}  {:<11} {:>5.2}  {}",
+            u.index,
+            u.label.as_str(),
+            score,
+            u.text
+        )?;
+    }
+    if let Some(f) = current {
+        flush(out, f, &counts)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_schema_is_stable() {
+        let seg = Segment {
+            index: 0,
+            start: 3,
+            end: 10,
+            text: "خبر".into(),
+        };
+        let u = LabelledUnit::new("a.txt", &seg, Scores([0.1, 0.6, 0.2, 0.1]));
+        let mut buf = Vec::new();
+        write_units(&mut buf, &[u], OutputFormat::Jsonl).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 7);
+        assert_eq!(v["label"], "quotation");
+        assert_eq!(v["scores"].as_object().unwrap().len(), 4);
+        assert_eq!(v["start"], 3);
+    }
+}
