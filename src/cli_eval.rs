@@ -1,5 +1,139 @@
-use anyhow::Result;
-use clap::Args;
+//! `mawqif eval`: argument parsing and output; the scoring lives in the library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use mawqif::eval::{majority_label, read_gold, GoldFormat, BOOTSTRAP_SEED};
+use mawqif::scoreboard::{build_report, System};
+use mawqif::{Classifier, RunOptions};
+
 #[derive(Args)]
-pub struct EvalArgs {}
-pub fn run(_a: EvalArgs) -> Result<()> { anyhow::bail!("todo") }
+#[command(after_help = "Examples:\n  \
+mawqif eval --gold eval/fixtures/article.gold.jsonl --model cues --model majority\n  \
+mawqif eval --gold eval/fixtures/article.gold.jsonl --model models/multilingual-e5-small --errors\n  \
+mawqif classify --format jsonl eval/fixtures/article.txt > pred.jsonl\n  \
+mawqif eval --gold eval/fixtures/article.gold.jsonl --pred pred.jsonl --format markdown\n  \
+mawqif eval --gold my.tsv --gold-format checkthat --model cues\n\n\
+Each --pred and --model adds a column. Gold JSONL spans are matched to predictions by span;\n\
+CheckThat! TSV by sentence_id. The `cues` baseline is always computed for reference.")]
+pub struct EvalArgs {
+    /// Gold labels (JSONL with id/start/end/text/label/alt, or CheckThat! TSV)
+    #[arg(long)]
+    gold: PathBuf,
+    /// Layout of the gold file (and of --pred files)
+    #[arg(long, value_enum, default_value = "jsonl")]
+    gold_format: GoldFormatArg,
+    /// Source text the gold spans point into (default: GOLD with .gold.jsonl → .txt, if present)
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// A prediction file (`mawqif classify --format jsonl` output); repeatable
+    #[arg(long)]
+    pred: Vec<PathBuf>,
+    /// A model directory, `cues` or `majority`, run on the gold sentences; repeatable
+    #[arg(long)]
+    model: Vec<String>,
+    /// Classifier head for every --model directory (default: each model's own head)
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// Output format (default: table)
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+    /// List each misclassified sentence with gold, prediction and score
+    #[arg(long)]
+    errors: bool,
+    /// Seed of the bootstrap resampling
+    #[arg(long, default_value_t = BOOTSTRAP_SEED)]
+    seed: u64,
+    /// Sentences per encoder forward pass
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// CPU threads for the encoder
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GoldFormatArg {
+    Jsonl,
+    Checkthat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+fn default_source(gold: &Path) -> Option<PathBuf> {
+    let name = gold.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gold.jsonl")?;
+    let candidate = gold.with_file_name(format!("{stem}.txt"));
+    candidate.is_file().then_some(candidate)
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    crate::set_threads(args.threads);
+    if args.pred.is_empty() && args.model.is_empty() {
+        bail!("nothing to score: give at least one --pred FILE or --model DIR|cues|majority");
+    }
+    let format = match args.gold_format {
+        GoldFormatArg::Jsonl => GoldFormat::Jsonl,
+        GoldFormatArg::Checkthat => GoldFormat::CheckThat,
+    };
+    let gold = read_gold(&args.gold, format)?;
+    let source = match args.text.clone().or_else(|| default_source(&args.gold)) {
+        Some(p) if format == GoldFormat::Jsonl => Some(mawqif::input::read_text(&p)?),
+        _ => None,
+    };
+    let mut classifiers: Vec<(String, Classifier)> = Vec::new();
+    for m in &args.model {
+        let c = match m.as_str() {
+            "majority" => Classifier::Constant(majority_label(&gold)),
+            other => crate::load_classifier(other, args.head.as_deref())?,
+        };
+        let name = match m.as_str() {
+            "majority" | "cues" => m.clone(),
+            _ => c.name(),
+        };
+        classifiers.push((name, c));
+    }
+    let mut systems: Vec<System> = args
+        .pred
+        .iter()
+        .map(|p| System::Predictions { path: p, format })
+        .collect();
+    systems.extend(classifiers.iter().map(|(name, c)| System::Classifier {
+        name: name.clone(),
+        classifier: c,
+    }));
+    let neural = classifiers
+        .iter()
+        .filter(|(_, c)| matches!(c, Classifier::Neural { .. }))
+        .count();
+    let bar = crate::progress(neural * gold.len(), "evaluating");
+    let options = RunOptions {
+        batch_size: args.batch_size.max(1),
+        allow_long: true,
+    };
+    let report = build_report(
+        &args.gold,
+        &gold,
+        source.as_deref(),
+        &systems,
+        &options,
+        args.seed,
+        |n| bar.inc(n as u64),
+    )
+    .with_context(|| format!("evaluating against {}", args.gold.display()))?;
+    bar.finish_and_clear();
+    let text = match args.format {
+        ReportFormat::Table => report.to_table(args.errors),
+        ReportFormat::Json => report.to_json() + "\n",
+        ReportFormat::Markdown => report.to_markdown(args.errors),
+    };
+    print!("{text}");
+    Ok(())
+}

@@ -1,5 +1,310 @@
-use anyhow::Result;
-use clap::Args;
+//! `mawqif train`: embed labelled sentences (cached), fit a head, report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use mawqif::classify::{FeatureSpec, Head, Label};
+use mawqif::eval::{GoldItem, Matched, Prediction, BOOTSTRAP_SEED};
+use mawqif::scoreboard::SystemReport;
+use mawqif::train::{
+    cache_path, features, folds_by_doc, head_spec, load_examples, split_by_doc, train_head,
+    EmbeddingCache, Example, HeadKind, TrainOptions,
+};
+use mawqif::{Embedder, RunOptions};
+
 #[derive(Args)]
-pub struct TrainArgs {}
-pub fn run(_a: TrainArgs) -> Result<()> { anyhow::bail!("todo") }
+#[command(after_help = "Examples:\n  \
+mawqif train --data eval/train/gold --out /tmp/head            # 20% of texts held out as dev\n  \
+mawqif train --data eval/train/gold --cv-by-text 5 --out /tmp/head\n  \
+mawqif train --data eval/train/gold --dev-fraction 0 --out models/heads/multilingual-e5-small\n\n\
+Files under eval/fixtures/ are refused: they are held-out evaluation data.")]
+pub struct TrainArgs {
+    /// Gold JSONL files or directories of them (repeatable)
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// Encoder model directory
+    #[arg(long, default_value = mawqif::DEFAULT_MODEL_DIR)]
+    model: PathBuf,
+    /// Where to write head.safetensors and head.json
+    #[arg(long)]
+    out: PathBuf,
+    /// Head type
+    #[arg(long, value_enum, default_value = "softmax")]
+    head_type: HeadTypeArg,
+    /// Hidden units of the MLP head
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Leave out the transparent cue features (cue-word counts, quote marks…)
+    #[arg(long)]
+    no_cues: bool,
+    /// L2 penalty on the weights
+    #[arg(long, default_value_t = 0.3)]
+    l2: f32,
+    /// Full-batch optimisation steps
+    #[arg(long, default_value_t = 400)]
+    epochs: usize,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 0.01)]
+    lr: f32,
+    /// Do not weight classes by inverse frequency
+    #[arg(long)]
+    no_class_weights: bool,
+    /// Seed of the split, the folds and the initialisation
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+    /// Share of texts held out as the dev split (0 trains on everything)
+    #[arg(long, default_value_t = 0.2)]
+    dev_fraction: f64,
+    /// Also report K-fold cross-validation grouped by text
+    #[arg(long)]
+    cv_by_text: Option<usize>,
+    /// Sentences per encoder forward pass
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// CPU threads for the encoder
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HeadTypeArg {
+    Softmax,
+    Mlp,
+}
+
+/// Vectors for every example, computing only those missing from the cache.
+fn embed_cached(
+    embedder: &Embedder,
+    examples: &[Example],
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let path = cache_path(&embedder.profile.id, &embedder.profile.revision);
+    let mut cache = EmbeddingCache::open(path.clone(), embedder.dim());
+    let key = |t: &str| format!("{}{}", embedder.profile.prefix, t);
+    let missing: Vec<&str> = examples
+        .iter()
+        .map(|e| e.text.as_str())
+        .filter(|t| cache.get(&key(t)).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "embedding {} of {} sentences (cache: {})",
+            missing.len(),
+            examples.len(),
+            path.display()
+        );
+        let bar = crate::progress(missing.len(), "embedding");
+        let options = RunOptions {
+            batch_size,
+            allow_long: true,
+        };
+        let (vectors, _) = embedder.embed(&missing, &options, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        for (t, v) in missing.iter().zip(vectors) {
+            cache.insert(&key(t), v);
+        }
+        cache.save()?;
+    }
+    examples
+        .iter()
+        .map(|e| {
+            cache
+                .get(&key(&e.text))
+                .cloned()
+                .with_context(|| format!("no cached vector for {:?}", e.text))
+        })
+        .collect()
+}
+
+fn score(
+    name: &str,
+    head: &Head,
+    rows: &[Vec<f32>],
+    examples: &[Example],
+    idx: &[usize],
+) -> SystemReport {
+    let pairs = idx
+        .iter()
+        .map(|&i| {
+            let e = &examples[i];
+            let s = head.predict(&rows[i]);
+            let g = GoldItem {
+                id: format!("{}#{i}", e.doc),
+                start: None,
+                end: None,
+                text: e.text.clone(),
+                label: e.label,
+                alt: e.alt,
+            };
+            let p = Prediction {
+                id: Some(g.id.clone()),
+                span: None,
+                text: e.text.clone(),
+                label: s.best(),
+                scores: Some(s),
+            };
+            (g, p)
+        })
+        .collect();
+    let matched = Matched {
+        pairs,
+        missing: Vec::new(),
+        extra: 0,
+    };
+    SystemReport::from_matched(name, &matched, BOOTSTRAP_SEED)
+}
+
+fn fit(
+    rows: &[Vec<f32>],
+    examples: &[Example],
+    idx: &[usize],
+    spec: mawqif::classify::HeadSpec,
+    options: &TrainOptions,
+) -> Result<Head> {
+    let x: Vec<Vec<f32>> = idx.iter().map(|&i| rows[i].clone()).collect();
+    let y: Vec<Label> = idx.iter().map(|&i| examples[i].label).collect();
+    Ok(train_head(&x, &y, spec, options)?)
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    crate::set_threads(args.threads);
+    if !(0.0..1.0).contains(&args.dev_fraction) {
+        bail!("--dev-fraction must be in [0, 1)");
+    }
+    let examples = load_examples(&args.data)?;
+    if examples.is_empty() {
+        bail!("no labelled sentences in {:?}", args.data);
+    }
+    let embedder = Embedder::load(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let started = std::time::Instant::now();
+    let vectors = embed_cached(&embedder, &examples, args.batch_size.max(1))?;
+    let feature_spec = FeatureSpec {
+        embedding_dim: embedder.dim(),
+        cues: !args.no_cues,
+    };
+    let rows: Vec<Vec<f32>> = vectors
+        .iter()
+        .zip(&examples)
+        .map(|(v, e)| features(v, &e.text, &feature_spec))
+        .collect();
+    let kind = match args.head_type {
+        HeadTypeArg::Softmax => HeadKind::Softmax,
+        HeadTypeArg::Mlp => HeadKind::Mlp {
+            hidden: args.hidden.max(1),
+        },
+    };
+    let options = TrainOptions {
+        kind,
+        l2: args.l2,
+        epochs: args.epochs,
+        learning_rate: args.lr,
+        class_weights: !args.no_class_weights,
+        seed: args.seed,
+    };
+    let spec = || {
+        head_spec(
+            &embedder.profile.id,
+            &embedder.profile.revision,
+            embedder.profile.pooling,
+            feature_spec.clone(),
+            kind,
+        )
+    };
+    let mut training_info = serde_json::json!({
+        "data": args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "sentences": examples.len(),
+        "seed": args.seed,
+        "l2": args.l2,
+        "epochs": args.epochs,
+        "learning_rate": args.lr,
+        "class_weights": !args.no_class_weights,
+        "dev_fraction": args.dev_fraction,
+    });
+
+    if let Some(k) = args.cv_by_text {
+        if k < 2 {
+            bail!("--cv-by-text needs K >= 2");
+        }
+        let folds = folds_by_doc(&examples, k, args.seed);
+        let mut f1s = Vec::new();
+        for (f, test) in folds.iter().enumerate() {
+            let train: Vec<usize> = folds
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| *g != f)
+                .flat_map(|(_, v)| v.clone())
+                .collect();
+            let head = fit(&rows, &examples, &train, spec(), &options)?;
+            let r = score(&format!("fold {f}"), &head, &rows, &examples, test);
+            eprintln!(
+                "fold {}: {} sentences, accuracy {:.3}, macro-F1 {:.3}",
+                f + 1,
+                test.len(),
+                r.metrics.accuracy.value,
+                r.metrics.macro_f1.value
+            );
+            f1s.push(r.metrics.macro_f1.value);
+        }
+        let mean = f1s.iter().sum::<f64>() / f1s.len() as f64;
+        let std =
+            (f1s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (f1s.len() as f64 - 1.0)).sqrt();
+        println!("cross-validation by text ({k} folds): macro-F1 {mean:.3} ± {std:.3}");
+        training_info["cv_by_text"] =
+            serde_json::json!({"folds": k, "macro_f1_mean": mean, "macro_f1_std": std});
+    }
+
+    let (train_idx, dev_idx) = split_by_doc(&examples, args.dev_fraction, args.seed);
+    let mut head = fit(&rows, &examples, &train_idx, spec(), &options)?;
+    if !dev_idx.is_empty() {
+        let r = score("dev", &head, &rows, &examples, &dev_idx);
+        let m = &r.metrics;
+        println!(
+            "dev split ({} sentences in {} texts): accuracy {:.3} [{:.3}–{:.3}], lenient {:.3}, macro-F1 {:.3} [{:.3}–{:.3}], kappa {:.3}",
+            dev_idx.len(),
+            {
+                let mut d: Vec<&str> = dev_idx.iter().map(|&i| examples[i].doc.as_str()).collect();
+                d.sort();
+                d.dedup();
+                d.len()
+            },
+            m.accuracy.value,
+            m.accuracy.low,
+            m.accuracy.high,
+            m.lenient_accuracy,
+            m.macro_f1.value,
+            m.macro_f1.low,
+            m.macro_f1.high,
+            m.kappa
+        );
+        for l in Label::ALL {
+            let c = &m.per_class[l.as_str()];
+            println!(
+                "  {:<12} P {:.3} R {:.3} F1 {:.3} (n={})",
+                l.as_str(),
+                c.precision,
+                c.recall,
+                c.f1,
+                c.support
+            );
+        }
+        training_info["dev"] = serde_json::json!({"sentences": dev_idx.len(), "accuracy": m.accuracy.value, "macro_f1": m.macro_f1.value});
+    }
+    training_info["train_sentences"] = serde_json::json!(train_idx.len());
+    head.spec.training = training_info;
+    save_head(&head, &args.out)?;
+    eprintln!(
+        "wrote {}/head.safetensors and head.json ({} training sentences, {:.1}s)",
+        args.out.display(),
+        train_idx.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn save_head(head: &Head, out: &Path) -> Result<()> {
+    head.save(out)
+        .with_context(|| format!("writing head to {}", out.display()))
+}

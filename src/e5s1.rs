@@ -61,12 +61,16 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            MawqifError::malformed(
-                self.path,
-                format!("truncated: {what} at byte {} needs {n} bytes", self.pos),
-            )
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| {
+                MawqifError::malformed(
+                    self.path,
+                    format!("truncated: {what} at byte {} needs {n} bytes", self.pos),
+                )
+            })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -112,7 +116,11 @@ pub fn dequantize_q4_0(bytes: &[u8], n: usize) -> Option<Vec<f32>> {
 
 /// Parse an E5S1 file held in memory.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
-    let mut c = Cursor { bytes, pos: 0, path };
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        path,
+    };
     if c.take(4, "magic")? != b"E5S1" {
         return Err(MawqifError::malformed(
             path,
@@ -150,12 +158,20 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
         let piece = blob
             .get(s..e)
             .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or_else(|| MawqifError::malformed(path, format!("piece {k} is not valid UTF-8 or out of bounds")))?;
+            .ok_or_else(|| {
+                MawqifError::malformed(
+                    path,
+                    format!("piece {k} is not valid UTF-8 or out of bounds"),
+                )
+            })?;
         pieces.push((piece.to_string(), scores[k] as f64));
     }
     for id in [bos_id, eos_id, pad_id, unk_id] {
         if id as usize >= n_pieces {
-            return Err(MawqifError::malformed(path, format!("special id {id} is not a piece")));
+            return Err(MawqifError::malformed(
+                path,
+                format!("special id {id} is not a piece"),
+            ));
         }
     }
     let _n_norm = c.u32("normalization entries")?;
@@ -175,14 +191,22 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
         let data = offset
             .checked_add(nbytes)
             .and_then(|end| bytes.get(offset..end))
-            .ok_or_else(|| MawqifError::malformed(path, format!("tensor {name} lies outside the file (truncated?)")))?;
+            .ok_or_else(|| {
+                MawqifError::malformed(
+                    path,
+                    format!("tensor {name} lies outside the file (truncated?)"),
+                )
+            })?;
         let values = match dtype {
             0 if nbytes == 4 * n => data
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
             1 => dequantize_q4_0(data, n).ok_or_else(|| {
-                MawqifError::malformed(path, format!("tensor {name}: {nbytes} bytes is not Q4_0 for {n} values"))
+                MawqifError::malformed(
+                    path,
+                    format!("tensor {name}: {nbytes} bytes is not Q4_0 for {n} values"),
+                )
             })?,
             _ => {
                 return Err(MawqifError::malformed(
@@ -217,11 +241,31 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
 fn tensor_map(m: &E5s1Model) -> Vec<(String, String, Vec<usize>)> {
     let (h, f) = (m.hidden, m.intermediate);
     let mut map = vec![
-        ("emb.word".to_string(), "embeddings.word_embeddings.weight".to_string(), vec![m.vocab_rows, h]),
-        ("emb.pos".into(), "embeddings.position_embeddings.weight".into(), vec![m.max_positions, h]),
-        ("emb.type".into(), "embeddings.token_type_embeddings.weight".into(), vec![m.type_vocab, h]),
-        ("emb.ln.w".into(), "embeddings.LayerNorm.weight".into(), vec![h]),
-        ("emb.ln.b".into(), "embeddings.LayerNorm.bias".into(), vec![h]),
+        (
+            "emb.word".to_string(),
+            "embeddings.word_embeddings.weight".to_string(),
+            vec![m.vocab_rows, h],
+        ),
+        (
+            "emb.pos".into(),
+            "embeddings.position_embeddings.weight".into(),
+            vec![m.max_positions, h],
+        ),
+        (
+            "emb.type".into(),
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![m.type_vocab, h],
+        ),
+        (
+            "emb.ln.w".into(),
+            "embeddings.LayerNorm.weight".into(),
+            vec![h],
+        ),
+        (
+            "emb.ln.b".into(),
+            "embeddings.LayerNorm.bias".into(),
+            vec![h],
+        ),
     ];
     for l in 0..m.layers {
         let hf = |s: &str| format!("encoder.layer.{l}.{s}");
@@ -260,7 +304,10 @@ fn assign_shapes(m: &mut E5s1Model, path: &Path) -> Result<()> {
         if entry.0.len() != n {
             return Err(MawqifError::malformed(
                 path,
-                format!("tensor {e5} has {} values, expected {shape:?}", entry.0.len()),
+                format!(
+                    "tensor {e5} has {} values, expected {shape:?}",
+                    entry.0.len()
+                ),
             ));
         }
         entry.1 = shape;

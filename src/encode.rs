@@ -108,7 +108,11 @@ impl Encoder {
             }
         };
         let pooled = if self.normalize {
-            let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX as f64)?;
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f32::MAX as f64)?;
             pooled.broadcast_div(&norm)?
         } else {
             pooled
@@ -136,8 +140,9 @@ fn check_safetensors_header(path: &std::path::Path) -> Result<()> {
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header)
         .map_err(|e| MawqifError::io(path, e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| MawqifError::malformed(path, format!("safetensors header is not JSON: {e}")))?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        MawqifError::malformed(path, format!("safetensors header is not JSON: {e}"))
+    })?;
     let data_len = file_len - 8 - header_len;
     if let Some(map) = header.as_object() {
         for (name, info) in map {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the pipeline, with enough context to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum MawqifError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]

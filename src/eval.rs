@@ -99,8 +99,8 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
         }
         let item = match format {
             GoldFormat::Jsonl => {
-                let v: serde_json::Value =
-                    serde_json::from_str(line).map_err(|e| bad(path, lineno, format!("not JSON: {e}")))?;
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| bad(path, lineno, format!("not JSON: {e}")))?;
                 let label = v
                     .get("label")
                     .and_then(|l| l.as_str())
@@ -111,7 +111,8 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
                     Some(a) => Some(parse_label(
                         path,
                         lineno,
-                        a.as_str().ok_or_else(|| bad(path, lineno, "\"alt\" is not a string"))?,
+                        a.as_str()
+                            .ok_or_else(|| bad(path, lineno, "\"alt\" is not a string"))?,
                     )?),
                 };
                 let id = match v.get("id") {
@@ -140,7 +141,11 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
                     continue;
                 }
                 if cols.len() < 3 {
-                    return Err(bad(path, lineno, "expected sentence_id<TAB>sentence<TAB>label"));
+                    return Err(bad(
+                        path,
+                        lineno,
+                        "expected sentence_id<TAB>sentence<TAB>label",
+                    ));
                 }
                 GoldItem {
                     id: cols[0].trim().to_string(),
@@ -175,7 +180,11 @@ pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Predictio
         match format {
             GoldFormat::Jsonl => {
                 let u: LabelledUnit = serde_json::from_str(line).map_err(|e| {
-                    bad(path, lineno, format!("not a `mawqif classify` JSONL record: {e}"))
+                    bad(
+                        path,
+                        lineno,
+                        format!("not a `mawqif classify` JSONL record: {e}"),
+                    )
                 })?;
                 preds.push(Prediction::from(&u));
             }
@@ -185,7 +194,11 @@ pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Predictio
                     continue;
                 }
                 if cols.len() < 3 {
-                    return Err(bad(path, lineno, "expected sentence_id<TAB>sentence<TAB>label"));
+                    return Err(bad(
+                        path,
+                        lineno,
+                        "expected sentence_id<TAB>sentence<TAB>label",
+                    ));
                 }
                 preds.push(Prediction {
                     id: Some(cols[0].trim().to_string()),
@@ -212,7 +225,11 @@ pub struct Matched {
 
 /// Pair by span when gold has spans, else by id. A prediction at a gold span
 /// with different text means the file is for another text: an error.
-pub fn match_predictions(gold: &[GoldItem], preds: &[Prediction], pred_path: &Path) -> Result<Matched> {
+pub fn match_predictions(
+    gold: &[GoldItem],
+    preds: &[Prediction],
+    pred_path: &Path,
+) -> Result<Matched> {
     let by_span = gold.iter().all(|g| g.span().is_some()) && preds.iter().all(|p| p.span.is_some());
     let mut index: HashMap<String, usize> = HashMap::new();
     for (k, p) in preds.iter().enumerate() {
@@ -228,7 +245,9 @@ pub fn match_predictions(gold: &[GoldItem], preds: &[Prediction], pred_path: &Pa
     let mut used = HashSet::new();
     for g in gold {
         let key = if by_span {
-            g.span().map(|(s, e)| format!("{s}:{e}")).unwrap_or_default()
+            g.span()
+                .map(|(s, e)| format!("{s}:{e}"))
+                .unwrap_or_default()
         } else {
             g.id.clone()
         };
@@ -298,7 +317,9 @@ pub struct Metrics {
 }
 
 /// Point metrics from (gold, alt, predicted) triples.
-pub fn point_metrics(items: &[(Label, Option<Label>, Label)]) -> (f64, f64, f64, f64, f64, [[usize; 4]; 4]) {
+pub fn point_metrics(
+    items: &[(Label, Option<Label>, Label)],
+) -> (f64, f64, f64, f64, f64, [[usize; 4]; 4]) {
     let n = items.len();
     let mut confusion = [[0usize; 4]; 4];
     let mut lenient = 0;
@@ -330,7 +351,14 @@ pub fn point_metrics(items: &[(Label, Option<Label>, Label)]) -> (f64, f64, f64,
     } else {
         (po - pe) / (1.0 - pe)
     };
-    (po, lenient as f64 / nf, macro_f1, weighted, kappa, confusion)
+    (
+        po,
+        lenient as f64 / nf,
+        macro_f1,
+        weighted,
+        kappa,
+        confusion,
+    )
 }
 
 /// Per-class metrics, macro-F1 over labels seen in gold or predictions, and
@@ -351,8 +379,16 @@ pub fn class_metrics(confusion: &[[usize; 4]; 4]) -> ([ClassMetrics; 4], f64, f6
         let tp = confusion[k][k] as f64;
         let support: usize = confusion[k].iter().sum();
         let predicted: usize = (0..4).map(|r| confusion[r][k]).sum();
-        let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-        let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+        let precision = if predicted > 0 {
+            tp / predicted as f64
+        } else {
+            0.0
+        };
+        let recall = if support > 0 {
+            tp / support as f64
+        } else {
+            0.0
+        };
         let f1 = if precision + recall > 0.0 {
             2.0 * precision * recall / (precision + recall)
         } else {
@@ -371,7 +407,11 @@ pub fn class_metrics(confusion: &[[usize; 4]; 4]) -> ([ClassMetrics; 4], f64, f6
         }
         weighted += f1 * support as f64;
     }
-    let macro_f1 = if macro_n > 0 { macro_sum / macro_n as f64 } else { 0.0 };
+    let macro_f1 = if macro_n > 0 {
+        macro_sum / macro_n as f64
+    } else {
+        0.0
+    };
     (per, macro_f1, weighted / total.max(1) as f64)
 }
 
@@ -426,7 +466,11 @@ pub fn metrics(items: &[(Label, Option<Label>, Label)], seed: u64) -> Metrics {
     }
     let interval = |value: f64, mut xs: Vec<f64>| {
         if xs.is_empty() {
-            return WithInterval { value, low: value, high: value };
+            return WithInterval {
+                value,
+                low: value,
+                high: value,
+            };
         }
         xs.sort_by(|a, b| a.total_cmp(b));
         let at = |q: f64| xs[((q * (xs.len() - 1) as f64).round() as usize).min(xs.len() - 1)];
@@ -467,13 +511,24 @@ pub fn segmentation_score(gold: &[(usize, usize)], predicted: &[Segment]) -> Seg
     let gold_b: HashSet<usize> = gold.iter().flat_map(|&(s, e)| [s, e]).collect();
     let pred_b: HashSet<usize> = predicted.iter().flat_map(|s| [s.start, s.end]).collect();
     let hit = gold_b.intersection(&pred_b).count() as f64;
-    let precision = if pred_b.is_empty() { 0.0 } else { hit / pred_b.len() as f64 };
-    let recall = if gold_b.is_empty() { 0.0 } else { hit / gold_b.len() as f64 };
+    let precision = if pred_b.is_empty() {
+        0.0
+    } else {
+        hit / pred_b.len() as f64
+    };
+    let recall = if gold_b.is_empty() {
+        0.0
+    } else {
+        hit / gold_b.len() as f64
+    };
     let gold_spans: HashSet<(usize, usize)> = gold.iter().copied().collect();
     SegmentationScore {
         gold_units: gold.len(),
         predicted_units: predicted.len(),
-        exact_units: predicted.iter().filter(|s| gold_spans.contains(&(s.start, s.end))).count(),
+        exact_units: predicted
+            .iter()
+            .filter(|s| gold_spans.contains(&(s.start, s.end)))
+            .count(),
         boundary_precision: precision,
         boundary_recall: recall,
         boundary_f1: if precision + recall > 0.0 {
@@ -510,7 +565,11 @@ mod tests {
 
     #[test]
     fn perfect_prediction() {
-        let items = vec![(Report, None, Report), (Quotation, None, Quotation), (Opinion, None, Opinion)];
+        let items = vec![
+            (Report, None, Report),
+            (Quotation, None, Quotation),
+            (Opinion, None, Opinion),
+        ];
         let m = metrics(&items, 1);
         close(m.accuracy.value, 1.0);
         close(m.macro_f1.value, 1.0);
@@ -540,7 +599,10 @@ mod tests {
         close(m.per_class["quotation"].f1, 0.5);
         close(m.per_class["endorsement"].f1, 2.0 / 3.0);
         close(m.macro_f1.value, (0.8 + 0.5 + 2.0 / 3.0) / 3.0);
-        close(m.weighted_f1, (3.0 * 0.8 + 2.0 * 0.5 + 1.0 * 2.0 / 3.0) / 6.0);
+        close(
+            m.weighted_f1,
+            (3.0 * 0.8 + 2.0 * 0.5 + 1.0 * 2.0 / 3.0) / 6.0,
+        );
         // po = 4/6; pe = (3/6)(2/6) + (2/6)(2/6) + (1/6)(2/6) = 12/36.
         close(m.kappa, (4.0 / 6.0 - 1.0 / 3.0) / (1.0 - 1.0 / 3.0));
         assert_eq!(m.confusion[1][2], 1);
@@ -571,9 +633,12 @@ mod tests {
     #[test]
     fn segmentation_boundaries() {
         let gold = vec![(0, 10), (11, 20)];
-        let pred = vec![
-            Segment { index: 0, start: 0, end: 20, text: String::new() },
-        ];
+        let pred = vec![Segment {
+            index: 0,
+            start: 0,
+            end: 20,
+            text: String::new(),
+        }];
         let s = segmentation_score(&gold, &pred);
         close(s.boundary_precision, 1.0);
         close(s.boundary_recall, 0.5);

@@ -21,6 +21,7 @@ pub mod input;
 pub mod model_dir;
 pub mod preprocess;
 pub mod report;
+pub mod scoreboard;
 pub mod segment;
 pub mod tokenize;
 pub mod train;
@@ -80,8 +81,11 @@ pub struct Embedder {
 impl Embedder {
     pub fn load(model_dir: &Path) -> Result<Self> {
         let dir = ModelDir::open(model_dir)?;
-        let tokenizer =
-            SentenceTokenizer::from_model_dir(model_dir, Some(dir.pad_id()), dir.profile.max_length)?;
+        let tokenizer = SentenceTokenizer::from_model_dir(
+            model_dir,
+            Some(dir.pad_id()),
+            dir.profile.max_length,
+        )?;
         if tokenizer.vocab_size() > dir.config.vocab_size {
             return Err(MawqifError::malformed(
                 tokenizer.source(),
@@ -139,14 +143,19 @@ impl Embedder {
                 t.untruncated_len
             ));
         }
-        let vectors = self.encoder.embed(&tokenized, options.batch_size, on_batch)?;
+        let vectors = self
+            .encoder
+            .embed(&tokenized, options.batch_size, on_batch)?;
         Ok((vectors, warnings))
     }
 }
 
 /// Stages 2–5 behind one interface: the neural model or a baseline.
 pub enum Classifier {
-    Neural { embedder: Box<Embedder>, head: Head },
+    Neural {
+        embedder: Box<Embedder>,
+        head: Box<Head>,
+    },
     /// The transparent rule baseline of [`cues`].
     Cues,
     /// Always the same label (the majority class of some gold set).
@@ -165,7 +174,7 @@ impl Classifier {
         head.check_encoder(&head_dir, embedder.dim(), embedder.profile.pooling)?;
         Ok(Classifier::Neural {
             embedder: Box::new(embedder),
-            head,
+            head: Box::new(head),
         })
     }
 

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use mawqif::classify::Label;
 use mawqif::report::{write_units, LabelledUnit, OutputFormat, SegmentRecord};
 use mawqif::{Classifier, RunOptions};
 
@@ -141,9 +140,9 @@ pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} sentences ({per_sec}, eta {eta})")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} sentences ({per_sec}, eta {eta})",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_string());
@@ -230,13 +229,8 @@ fn segment(files: Vec<PathBuf>) -> Result<()> {
 }
 
 fn import_e5s1(file: &Path, out: &Path) -> Result<()> {
-    let summary = mawqif::e5s1::import(file, out)
-        .with_context(|| format!("importing {}", file.display()))?;
+    let summary =
+        mawqif::e5s1::import(file, out).with_context(|| format!("importing {}", file.display()))?;
     eprintln!("{summary}");
     Ok(())
-}
-
-/// Parse a label from a CLI or file value.
-pub(crate) fn parse_label(s: &str) -> Result<Label> {
-    Ok(s.parse::<Label>()?)
 }

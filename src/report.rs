@@ -120,7 +120,11 @@ fn write_table(out: &mut dyn Write, units: &[LabelledUnit]) -> std::io::Result<(
     let mut counts = [0usize; 4];
     let flush = |out: &mut dyn Write, file: &str, counts: &[usize; 4]| -> std::io::Result<()> {
         let total: usize = counts.iter().sum::<usize>().max(1);
-        write!(out, "── {file}: {} sentences:", counts.iter().sum::<usize>())?;
+        write!(
+            out,
+            "── {file}: {} sentences:",
+            counts.iter().sum::<usize>()
+        )?;
         for l in Label::ALL {
             let n = counts[l.index()];
             write!(out, "  {l} {n} ({:.0}%)", 100.0 * n as f64 / total as f64)?;

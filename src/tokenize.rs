@@ -178,8 +178,21 @@ mod tests {
     #[test]
     fn wordpiece_keeps_hamza_and_shadda() {
         let dir = vocab_dir(&[
-            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "أحمد", "إلى", "آخر", "مؤتمر", "رئيس", "##ّ", "شد",
-            "##د", "مؤ", "##تمر", "ئ",
+            "[PAD]",
+            "[UNK]",
+            "[CLS]",
+            "[SEP]",
+            "أحمد",
+            "إلى",
+            "آخر",
+            "مؤتمر",
+            "رئيس",
+            "##ّ",
+            "شد",
+            "##د",
+            "مؤ",
+            "##تمر",
+            "ئ",
         ]);
         let tok = SentenceTokenizer::from_model_dir(dir.path(), None, 512).unwrap();
         assert_eq!(
@@ -198,7 +211,9 @@ mod tests {
     fn truncation_keeps_final_special_token() {
         let dir = vocab_dir(&["[PAD]", "[UNK]", "[CLS]", "[SEP]", "كلمة"]);
         let tok = SentenceTokenizer::from_model_dir(dir.path(), None, 5).unwrap();
-        let out = tok.encode(&["كلمة كلمة كلمة كلمة كلمة".to_string()]).unwrap();
+        let out = tok
+            .encode(&["كلمة كلمة كلمة كلمة كلمة".to_string()])
+            .unwrap();
         assert_eq!(out[0].ids, vec![2, 4, 4, 4, 3]);
         assert_eq!(out[0].untruncated_len, 7);
         assert!(out[0].was_truncated());
@@ -211,6 +226,9 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
+        assert!(
+            err.contains("tokenizer.json") && err.contains("vocab.txt"),
+            "{err}"
+        );
     }
 }

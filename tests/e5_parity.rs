@@ -13,9 +13,18 @@ const MODEL: &str = "models/multilingual-e5-small";
 /// Inputs where the C engine knowingly departs from the XLM-R tokenizer,
 /// with the reason (see tests/fixtures/README.md).
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    ("(decomposed)", "the C engine does not compose combining accents; nmt_nfkc does"),
-    ("alef + combining madda", "the C engine does not compose alef + madda/hamza; nmt_nfkc does"),
-    ("Literal special tokens", "the C engine turns the text `<s>` into the special token; mawqif treats user text as text"),
+    (
+        "(decomposed)",
+        "the C engine does not compose combining accents; nmt_nfkc does",
+    ),
+    (
+        "alef + combining madda",
+        "the C engine does not compose alef + madda/hamza; nmt_nfkc does",
+    ),
+    (
+        "Literal special tokens",
+        "the C engine turns the text `<s>` into the special token; mawqif treats user text as text",
+    ),
 ];
 
 fn model_or_skip() -> Option<&'static Path> {
@@ -44,7 +53,11 @@ fn cases() -> Vec<Case> {
     let v: serde_json::Value = serde_json::from_str(&raw).expect("fixture JSON");
     assert_eq!(v["prefix_applied_by_engine"], true);
     let floats = |x: &serde_json::Value| -> Vec<f32> {
-        x.as_array().unwrap().iter().map(|f| f.as_f64().unwrap() as f32).collect()
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_f64().unwrap() as f32)
+            .collect()
     };
     v["cases"]
         .as_array()
@@ -53,7 +66,12 @@ fn cases() -> Vec<Case> {
         .map(|c| Case {
             text: c["text"].as_str().unwrap().to_string(),
             engine_input: c["engine_input"].as_str().unwrap().to_string(),
-            ids: c["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect(),
+            ids: c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as u32)
+                .collect(),
             embedding: floats(&c["embedding"]),
             embedding_f32: floats(&c["embedding_f32_dequant"]),
         })
@@ -61,7 +79,10 @@ fn cases() -> Vec<Case> {
 }
 
 fn known_difference(text: &str) -> Option<&'static str> {
-    KNOWN_DIFFERENCES.iter().find(|(k, _)| text.contains(k)).map(|(_, why)| *why)
+    KNOWN_DIFFERENCES
+        .iter()
+        .find(|(k, _)| text.contains(k))
+        .map(|(_, why)| *why)
 }
 
 #[test]
@@ -72,7 +93,11 @@ fn token_ids_match_the_c_engine() {
     let mut checked = 0;
     let mut failures = Vec::new();
     for c in &cases {
-        let ours = tok.encode(std::slice::from_ref(&c.engine_input)).unwrap().remove(0).ids;
+        let ours = tok
+            .encode(std::slice::from_ref(&c.engine_input))
+            .unwrap()
+            .remove(0)
+            .ids;
         match known_difference(&c.text) {
             Some(why) => {
                 eprintln!("known difference ({why}): {:?}", c.text);
@@ -81,13 +106,21 @@ fn token_ids_match_the_c_engine() {
             None => {
                 checked += 1;
                 if ours != c.ids {
-                    failures.push(format!("{:?}\n  ours: {ours:?}\n  C:    {:?}", c.text, c.ids));
+                    failures.push(format!(
+                        "{:?}\n  ours: {ours:?}\n  C:    {:?}",
+                        c.text, c.ids
+                    ));
                 }
             }
         }
     }
     assert!(checked >= 15, "only {checked} cases checked");
-    assert!(failures.is_empty(), "{} of {checked} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -101,9 +134,14 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 fn embeddings_match_the_c_engine() {
     let Some(dir) = model_or_skip() else { return };
     let embedder = Embedder::load(dir).unwrap();
-    let cases: Vec<Case> = cases().into_iter().filter(|c| known_difference(&c.text).is_none()).collect();
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| known_difference(&c.text).is_none())
+        .collect();
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-    let (vectors, _) = embedder.embed(&texts, &RunOptions::default(), |_| {}).unwrap();
+    let (vectors, _) = embedder
+        .embed(&texts, &RunOptions::default(), |_| {})
+        .unwrap();
     let mut worst_engine = 1.0f32;
     let mut worst_f32 = 1.0f32;
     for (c, v) in cases.iter().zip(&vectors) {
@@ -111,8 +149,16 @@ fn embeddings_match_the_c_engine() {
         let cf = cosine(v, &c.embedding_f32);
         worst_engine = worst_engine.min(ce);
         worst_f32 = worst_f32.min(cf);
-        assert!(ce >= 0.999, "cosine {ce} with the C engine for {:?}", c.text);
-        assert!(cf >= 0.9999, "cosine {cf} with the f32 reference for {:?}", c.text);
+        assert!(
+            ce >= 0.999,
+            "cosine {ce} with the C engine for {:?}",
+            c.text
+        );
+        assert!(
+            cf >= 0.9999,
+            "cosine {cf} with the f32 reference for {:?}",
+            c.text
+        );
     }
     eprintln!("worst cosine: C engine {worst_engine:.6}, f32 reference {worst_f32:.6}");
 }
