@@ -9,10 +9,10 @@ use mawqif::classify::{FeatureSpec, Head, Label};
 use mawqif::eval::{GoldItem, Matched, Prediction, BOOTSTRAP_SEED};
 use mawqif::scoreboard::SystemReport;
 use mawqif::train::{
-    cache_path, features, folds_by_doc, head_spec, load_examples, split_by_doc, train_head,
-    EmbeddingCache, Example, HeadKind, TrainOptions,
+    embed_with_cache, features, folds_by_doc, head_spec, load_examples, split_by_doc, train_head,
+    Example, HeadKind, TrainOptions,
 };
-use mawqif::{Embedder, RunOptions};
+use mawqif::Embedder;
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -80,42 +80,26 @@ fn embed_cached(
     examples: &[Example],
     batch_size: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let path = cache_path(&embedder.profile.id, &embedder.profile.revision);
-    let mut cache = EmbeddingCache::open(path.clone(), embedder.dim());
-    let key = |t: &str| format!("{}{}", embedder.profile.prefix, t);
-    let missing: Vec<&str> = examples
-        .iter()
-        .map(|e| e.text.as_str())
-        .filter(|t| cache.get(&key(t)).is_none())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "embedding {} of {} sentences (cache: {})",
-            missing.len(),
-            examples.len(),
-            path.display()
-        );
-        let bar = crate::progress(missing.len(), "embedding");
-        let options = RunOptions {
-            batch_size,
-            allow_long: true,
-        };
-        let (vectors, _) = embedder.embed(&missing, &options, |n| bar.inc(n as u64))?;
-        bar.finish_and_clear();
-        for (t, v) in missing.iter().zip(vectors) {
-            cache.insert(&key(t), v);
-        }
-        cache.save()?;
-    }
-    examples
-        .iter()
-        .map(|e| {
-            cache
-                .get(&key(&e.text))
-                .cloned()
-                .with_context(|| format!("no cached vector for {:?}", e.text))
-        })
-        .collect()
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let bar = crate::progress(0, "embedding");
+    let vectors = embed_with_cache(
+        embedder,
+        &texts,
+        batch_size,
+        |n, path| {
+            bar.set_length(n as u64);
+            bar.suspend(|| {
+                eprintln!(
+                    "embedding {n} of {} sentences (cache: {})",
+                    texts.len(),
+                    path.display()
+                )
+            });
+        },
+        |n| bar.inc(n as u64),
+    )?;
+    bar.finish_and_clear();
+    Ok(vectors)
 }
 
 fn score(

@@ -44,6 +44,9 @@ pub const DEFAULT_MODEL_DIR: &str = "models/multilingual-e5-small";
 /// rather than truncated: they are unsegmented text, not sentences.
 pub const OVERLONG_FACTOR: usize = 4;
 
+/// Training data used to train a head on first use for encoders without one.
+pub const DEFAULT_TRAIN_DATA: &str = "eval/train/gold";
+
 /// Options of a neural classification run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -168,6 +171,86 @@ impl Classifier {
         let embedder = Embedder::load(model_dir)?;
         let head_dir = match head_dir {
             Some(h) => h.to_path_buf(),
+            None => find_default_head(model_dir, &embedder.profile)?,
+        };
+        let head = Head::load(&head_dir)?;
+        head.check_encoder(&head_dir, embedder.dim(), embedder.profile.pooling)?;
+        Ok(Classifier::Neural {
+            embedder: Box::new(embedder),
+            head: Box::new(head),
+        })
+    }
+
+    /// Like [`Classifier::load_neural`], but when the model has no head
+    /// anywhere, train the default head on `train_data` (gold JSONL files or
+    /// directories) once and keep it in the cache ([`train::auto_head_dir`]).
+    /// `notify` is told what is happening, since this takes a while.
+    pub fn load_neural_or_train(
+        model_dir: &Path,
+        head_dir: Option<&Path>,
+        train_data: &[PathBuf],
+        batch_size: usize,
+        mut notify: impl FnMut(&str),
+    ) -> Result<Self> {
+        let embedder = Embedder::load(model_dir)?;
+        let found = match head_dir {
+            Some(h) => Some(h.to_path_buf()),
+            None => find_default_head(model_dir, &embedder.profile).ok(),
+        };
+        let auto_dir = train::auto_head_dir(&embedder.profile.id, &embedder.profile.revision);
+        let head_dir = match found {
+            Some(h) => h,
+            None if auto_dir.join("head.json").is_file() => {
+                notify(&format!(
+                    "using the head trained earlier for {} in {}",
+                    embedder.profile.id,
+                    auto_dir.display()
+                ));
+                auto_dir
+            }
+            None if !train_data.is_empty() && train_data.iter().all(|p| p.exists()) => {
+                let examples = train::load_examples(train_data)?;
+                notify(&format!(
+                    "no classifier head for {}: training one on {} labelled sentences from {}; it will be kept in {}",
+                    embedder.profile.id,
+                    examples.len(),
+                    train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                    auto_dir.display()
+                ));
+                let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+                let vectors =
+                    train::embed_with_cache(&embedder, &texts, batch_size, |_, _| {}, |_| {})?;
+                let spec = classify::FeatureSpec {
+                    embedding_dim: embedder.dim(),
+                    cues: true,
+                };
+                let rows: Vec<Vec<f32>> = vectors
+                    .iter()
+                    .zip(&texts)
+                    .map(|(v, t)| train::features(v, t, &spec))
+                    .collect();
+                let labels: Vec<Label> = examples.iter().map(|e| e.label).collect();
+                let options = train::TrainOptions::default();
+                let mut head = train::train_head(
+                    &rows,
+                    &labels,
+                    train::head_spec(
+                        &embedder.profile.id,
+                        &embedder.profile.revision,
+                        embedder.profile.pooling,
+                        spec,
+                        options.kind,
+                    ),
+                    &options,
+                )?;
+                head.spec.training = serde_json::json!({
+                    "data": train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                    "sentences": examples.len(),
+                    "trained": "automatically on first use",
+                });
+                head.save(&auto_dir)?;
+                auto_dir
+            }
             None => find_default_head(model_dir, &embedder.profile)?,
         };
         let head = Head::load(&head_dir)?;

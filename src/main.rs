@@ -97,6 +97,8 @@ enum FormatArg {
     Jsonl,
     Tsv,
     Table,
+    /// CLEF CheckThat! TSV: sentence_id, sentence, label
+    Checkthat,
 }
 
 fn main() {
@@ -154,8 +156,21 @@ pub(crate) fn load_classifier(model: &str, head: Option<&Path>) -> Result<Classi
     match model {
         "cues" => Ok(Classifier::Cues),
         "majority" => bail!("`majority` needs gold labels: use it with `mawqif eval`"),
-        dir => Classifier::load_neural(Path::new(dir), head)
-            .with_context(|| format!("loading model {dir}")),
+        dir => {
+            // Encoders without a head get one trained on the bundled data, once.
+            let data = std::env::var_os("MAWQIF_TRAIN_DATA")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(mawqif::DEFAULT_TRAIN_DATA));
+            let data: Vec<PathBuf> = if data.as_os_str().is_empty() {
+                vec![]
+            } else {
+                vec![data]
+            };
+            Classifier::load_neural_or_train(Path::new(dir), head, &data, 16, |msg| {
+                eprintln!("mawqif: {msg}")
+            })
+            .with_context(|| format!("loading model {dir}"))
+        }
     }
 }
 
@@ -168,6 +183,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         Some(FormatArg::Jsonl) => OutputFormat::Jsonl,
         Some(FormatArg::Tsv) => OutputFormat::Tsv,
         Some(FormatArg::Table) => OutputFormat::Table,
+        Some(FormatArg::Checkthat) => OutputFormat::CheckThat,
         None if std::io::stdout().is_terminal() => OutputFormat::Table,
         None => OutputFormat::Jsonl,
     };

@@ -78,6 +78,8 @@ pub enum OutputFormat {
     Jsonl,
     Tsv,
     Table,
+    /// CLEF CheckThat! layout: `sentence_id<TAB>sentence<TAB>label`.
+    CheckThat,
 }
 
 /// Render labelled units; the table shows a per-file label summary too.
@@ -111,6 +113,24 @@ pub fn write_units(
             }
         }
         OutputFormat::Table => write_table(out, units)?,
+        OutputFormat::CheckThat => {
+            // Ids are unit indices; with several files they carry the file name.
+            let several = units.iter().any(|u| u.file != units[0].file);
+            writeln!(out, "sentence_id\tsentence\tlabel")?;
+            for u in units {
+                let id = if several {
+                    format!("{}:{}", u.file, u.index)
+                } else {
+                    u.index.to_string()
+                };
+                writeln!(
+                    out,
+                    "{id}\t{}\t{}",
+                    u.text.replace(['\t', '\n'], " "),
+                    u.label
+                )?;
+            }
+        }
     }
     Ok(())
 }

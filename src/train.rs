@@ -462,14 +462,68 @@ impl EmbeddingCache {
     }
 }
 
+/// Vectors for `texts`, computing only those missing from the encoder's
+/// cache. `on_missing(count, cache_path)` is called before any encoding.
+pub fn embed_with_cache(
+    embedder: &crate::Embedder,
+    texts: &[&str],
+    batch_size: usize,
+    on_missing: impl FnOnce(usize, &Path),
+    on_batch: impl FnMut(usize),
+) -> Result<Vec<Vec<f32>>> {
+    let path = cache_path(&embedder.profile.id, &embedder.profile.revision);
+    let mut cache = EmbeddingCache::open(path.clone(), embedder.dim());
+    // The key is what the encoder sees, so a change of prefix is a cache miss.
+    let key = |t: &str| format!("{}{}", embedder.profile.prefix, t);
+    let mut missing: Vec<&str> = texts
+        .iter()
+        .copied()
+        .filter(|t| cache.get(&key(t)).is_none())
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        on_missing(missing.len(), &path);
+        let options = crate::RunOptions {
+            batch_size,
+            allow_long: true,
+        };
+        let (vectors, _) = embedder.embed(&missing, &options, on_batch)?;
+        for (t, v) in missing.iter().zip(vectors) {
+            cache.insert(&key(t), v);
+        }
+        cache.save()?;
+    }
+    texts
+        .iter()
+        .map(|t| {
+            cache
+                .get(&key(t))
+                .cloned()
+                .ok_or_else(|| MawqifError::Invalid(format!("no cached vector for {t:?}")))
+        })
+        .collect()
+}
+
 /// Where vectors of an encoder are cached: `$MAWQIF_CACHE` (default
 /// `~/.cache/mawqif`) `/embeddings/<id>@<revision>.bin`.
 pub fn cache_path(encoder_id: &str, revision: &str) -> PathBuf {
-    let root = std::env::var_os("MAWQIF_CACHE")
+    cache_root()
+        .join("embeddings")
+        .join(format!("{}.bin", safe_name(encoder_id, revision)))
+}
+
+/// `$MAWQIF_CACHE`, else `~/.cache/mawqif`.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("MAWQIF_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mawqif")))
-        .unwrap_or_else(|| PathBuf::from(".mawqif-cache"));
-    let safe: String = format!("{encoder_id}@{revision}")
+        .unwrap_or_else(|| PathBuf::from(".mawqif-cache"))
+}
+
+/// A file-name-safe `<id>@<revision>`.
+pub fn safe_name(encoder_id: &str, revision: &str) -> String {
+    format!("{encoder_id}@{revision}")
         .chars()
         .map(|c| {
             if c.is_alphanumeric() || "-_.@".contains(c) {
@@ -478,8 +532,14 @@ pub fn cache_path(encoder_id: &str, revision: &str) -> PathBuf {
                 '_'
             }
         })
-        .collect();
-    root.join("embeddings").join(format!("{safe}.bin"))
+        .collect()
+}
+
+/// Where a head trained on first use for an encoder is kept.
+pub fn auto_head_dir(encoder_id: &str, revision: &str) -> PathBuf {
+    cache_root()
+        .join("heads")
+        .join(safe_name(encoder_id, revision))
 }
 
 #[cfg(test)]

@@ -153,16 +153,61 @@ fn bad_model_directories() {
     ]);
     assert_clean_failure(&o, "malformed");
 
-    // No head anywhere.
+    // No head anywhere and no training data to make one.
     common::tiny_model(&dir);
     std::fs::remove_dir_all(dir.join("head")).unwrap();
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        dir.to_str().unwrap(),
-        "eval/fixtures/article.txt",
-    ]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
+        .args([
+            "classify",
+            "--model",
+            dir.to_str().unwrap(),
+            "eval/fixtures/article.txt",
+        ])
+        .env("MAWQIF_CACHE", tmp.path().join("cache"))
+        .env("MAWQIF_TRAIN_DATA", "")
+        .output()
+        .unwrap();
     assert_clean_failure(&o, "no classifier head");
+}
+
+#[test]
+fn a_model_without_head_gets_one_trained_on_first_use() {
+    let (tmp, dir) = common::tiny_model_dir();
+    std::fs::remove_dir_all(dir.join("head")).unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
+            .args([
+                "classify",
+                "--model",
+                dir.to_str().unwrap(),
+                "--format",
+                "jsonl",
+                "eval/fixtures/article.txt",
+            ])
+            .env("MAWQIF_CACHE", tmp.path().join("cache"))
+            .env("MAWQIF_TRAIN_DATA", "eval/train/gold")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("training one on 1211 labelled sentences"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(tmp
+        .path()
+        .join("cache/heads/tiny@local/head.json")
+        .is_file());
+    let second = run();
+    assert!(
+        stderr(&second).contains("using the head trained earlier"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(stdout(&first), stdout(&second));
+    assert_eq!(stdout(&first).lines().count(), 49);
 }
 
 #[test]
@@ -287,6 +332,32 @@ fn eval_scores_a_prediction_file_and_checkthat_tsv() {
         v["systems"][0]["metrics"]["accuracy"],
         v["systems"][1]["metrics"]["accuracy"]
     );
+
+    // CheckThat! TSV written by classify is read back by eval.
+    let o = mawqif(&[
+        "classify",
+        "--model",
+        "cues",
+        "--format",
+        "checkthat",
+        "eval/fixtures/article.txt",
+    ]);
+    let written = write(tmp.path(), "pred.tsv", &o.stdout);
+    let o = mawqif(&[
+        "eval",
+        "--gold",
+        &written,
+        "--gold-format",
+        "checkthat",
+        "--pred",
+        &written,
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["systems"][0]["matched"], 49);
+    assert_eq!(v["systems"][0]["metrics"]["accuracy"]["value"], 1.0);
 
     let tsv = "sentence_id\tsentence\tlabel\ns1\tقال الوزير إن الخطة جاهزة.\tquotation\ns2\tوصل الوفد إلى العاصمة.\treport\n";
     let gold = write(tmp.path(), "g.tsv", tsv.as_bytes());

@@ -126,3 +126,26 @@ fn cue_baseline_needs_no_model() {
         .unwrap();
     assert_eq!(res.scores[0].best(), Label::Endorsement);
 }
+
+#[test]
+fn bert_prefixed_tensor_names_load_the_same_model() {
+    let (_tmp, dir) = common::tiny_model_dir();
+    let texts = ["الجيش الوطني يعلن تشكيل قوة مشتركة", "وقال خلال كلمته"];
+    let opts = RunOptions::default();
+    let (bare, _) = Embedder::load(&dir)
+        .unwrap()
+        .embed(&texts, &opts, |_| {})
+        .unwrap();
+    let st = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&st, &candle_core::Device::Cpu).unwrap();
+    let renamed: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| (format!("bert.{k}"), v))
+        .collect();
+    candle_core::safetensors::save(&renamed, &st).unwrap();
+    let (prefixed, _) = Embedder::load(&dir)
+        .unwrap()
+        .embed(&texts, &opts, |_| {})
+        .unwrap();
+    assert_eq!(bare, prefixed);
+}
