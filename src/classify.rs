@@ -147,6 +147,10 @@ pub struct HeadSpec {
     pub features: FeatureSpec,
     /// Width of the hidden layer (ReLU), or None for a linear head.
     pub hidden: Option<usize>,
+    /// Safetensors file in the head directory with fine-tuned encoder layers
+    /// that replace the base model's tensors of the same names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_override: Option<String>,
     /// Free-form provenance: data, seed, metrics.
     #[serde(default)]
     pub training: serde_json::Value,
@@ -353,6 +357,7 @@ mod tests {
                 cues: false,
             },
             hidden: None,
+            encoder_override: None,
             training: serde_json::Value::Null,
         };
         let head = Head {

@@ -7,12 +7,13 @@ use clap::{Args, ValueEnum};
 
 use mawqif::classify::{FeatureSpec, Head, Label};
 use mawqif::eval::{GoldItem, Matched, Prediction, BOOTSTRAP_SEED};
+use mawqif::finetune::{fine_tune, FineTuneOptions, FineTuned};
 use mawqif::scoreboard::SystemReport;
 use mawqif::train::{
     embed_with_cache, features, folds_by_doc, head_spec, load_examples, split_by_doc, train_head,
     Example, HeadKind, TrainOptions,
 };
-use mawqif::Embedder;
+use mawqif::{Classifier, Embedder};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -60,7 +61,26 @@ pub struct TrainArgs {
     /// Also report K-fold cross-validation grouped by text
     #[arg(long)]
     cv_by_text: Option<usize>,
-    /// Sentences per encoder forward pass
+    /// Fine-tune the top encoder layers with the head (early stopping on the dev split);
+    /// only the changed layers are stored, beside the head
+    #[arg(long)]
+    fine_tune: bool,
+    /// How many top encoder layers --fine-tune trains
+    #[arg(long, default_value_t = 2)]
+    fine_tune_layers: usize,
+    /// Most epochs of --fine-tune (fewer when the dev score stops improving)
+    #[arg(long, default_value_t = 8)]
+    fine_tune_epochs: usize,
+    /// AdamW learning rate of the encoder layers under --fine-tune
+    #[arg(long, default_value_t = 5e-5)]
+    lr_encoder: f64,
+    /// AdamW learning rate of the head under --fine-tune
+    #[arg(long, default_value_t = 1e-3)]
+    lr_head: f64,
+    /// AdamW weight decay under --fine-tune
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Sentences per encoder forward pass (and per fine-tuning step)
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
     /// CPU threads for the encoder
@@ -160,6 +180,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let examples = load_examples(&args.data)?;
     if examples.is_empty() {
         bail!("no labelled sentences in {:?}", args.data);
+    }
+    if args.fine_tune {
+        return run_fine_tune(&args, &examples);
     }
     let embedder = Embedder::load(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
@@ -291,4 +314,185 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn save_head(head: &Head, out: &Path) -> Result<()> {
     head.save(out)
         .with_context(|| format!("writing head to {}", out.display()))
+}
+
+fn fine_tune_options(args: &TrainArgs) -> FineTuneOptions {
+    FineTuneOptions {
+        layers: args.fine_tune_layers.max(1),
+        max_epochs: args.fine_tune_epochs.max(1),
+        lr_encoder: args.lr_encoder,
+        lr_head: args.lr_head,
+        weight_decay: args.weight_decay,
+        batch_size: args.batch_size.max(1),
+        seed: args.seed,
+        cues: !args.no_cues,
+        ..FineTuneOptions::default()
+    }
+}
+
+/// Fine-tune on `train`, early-stopping on `dev`; print each epoch.
+fn tune(args: &TrainArgs, train: &[Example], dev: &[Example]) -> Result<FineTuned> {
+    Ok(fine_tune(
+        &args.model,
+        train,
+        dev,
+        &fine_tune_options(args),
+        |r| {
+            let loss = if r.train_loss.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.4}", r.train_loss)
+            };
+            match r.dev_macro_f1 {
+                Some(f1) => eprintln!(
+                    "  epoch {}: train loss {loss}, dev macro-F1 {f1:.3}",
+                    r.epoch
+                ),
+                None => eprintln!("  epoch {}: train loss {loss}", r.epoch),
+            }
+        },
+    )?)
+}
+
+/// Classify `idx` with a saved head (the inference path) and score it.
+fn score_saved(
+    args: &TrainArgs,
+    head_dir: &Path,
+    examples: &[Example],
+    idx: &[usize],
+) -> Result<SystemReport> {
+    let classifier = Classifier::load_neural(&args.model, Some(head_dir))?;
+    let texts: Vec<&str> = idx.iter().map(|&i| examples[i].text.as_str()).collect();
+    let options = mawqif::RunOptions {
+        batch_size: args.batch_size.max(1),
+        allow_long: true,
+    };
+    let result = classifier.classify(&texts, &options, |_| {})?;
+    let pairs = idx
+        .iter()
+        .zip(result.scores)
+        .map(|(&i, s)| {
+            let e = &examples[i];
+            let g = GoldItem {
+                id: format!("{}#{i}", e.doc),
+                start: None,
+                end: None,
+                text: e.text.clone(),
+                label: e.label,
+                alt: e.alt,
+            };
+            let p = Prediction {
+                id: Some(g.id.clone()),
+                span: None,
+                text: e.text.clone(),
+                label: s.best(),
+                scores: Some(s),
+            };
+            (g, p)
+        })
+        .collect();
+    Ok(SystemReport::from_matched(
+        "dev",
+        &Matched {
+            pairs,
+            missing: Vec::new(),
+            extra: 0,
+        },
+        BOOTSTRAP_SEED,
+    ))
+}
+
+fn pick(examples: &[Example], idx: &[usize]) -> Vec<Example> {
+    idx.iter().map(|&i| examples[i].clone()).collect()
+}
+
+fn run_fine_tune(args: &TrainArgs, examples: &[Example]) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut info = serde_json::json!({
+        "data": args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "sentences": examples.len(),
+        "seed": args.seed,
+        "fine_tune_layers": args.fine_tune_layers,
+        "lr_encoder": args.lr_encoder,
+        "lr_head": args.lr_head,
+        "weight_decay": args.weight_decay,
+        "dev_fraction": args.dev_fraction,
+    });
+    if let Some(k) = args.cv_by_text {
+        if k < 2 {
+            bail!("--cv-by-text needs K >= 2");
+        }
+        let folds = folds_by_doc(examples, k, args.seed);
+        let scratch = std::env::temp_dir().join(format!("mawqif-cv-{}", std::process::id()));
+        let mut f1s = Vec::new();
+        for (f, test) in folds.iter().enumerate() {
+            let rest: Vec<usize> = folds
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| *g != f)
+                .flat_map(|(_, v)| v.clone())
+                .collect();
+            // Early stopping uses texts from the training folds only.
+            let rest_ex = pick(examples, &rest);
+            let (tr, dv) = split_by_doc(&rest_ex, 0.2, args.seed);
+            eprintln!(
+                "fold {}: fine-tuning on {} sentences, early stopping on {}",
+                f + 1,
+                tr.len(),
+                dv.len()
+            );
+            let tuned = tune(args, &pick(&rest_ex, &tr), &pick(&rest_ex, &dv))?;
+            mawqif::finetune::save(&tuned, &scratch)?;
+            let r = score_saved(args, &scratch, examples, test)?;
+            eprintln!(
+                "fold {}: {} sentences, accuracy {:.3}, macro-F1 {:.3} (best epoch {})",
+                f + 1,
+                test.len(),
+                r.metrics.accuracy.value,
+                r.metrics.macro_f1.value,
+                tuned.best_epoch
+            );
+            f1s.push(r.metrics.macro_f1.value);
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        let mean = f1s.iter().sum::<f64>() / f1s.len() as f64;
+        let std =
+            (f1s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (f1s.len() as f64 - 1.0)).sqrt();
+        println!("cross-validation by text ({k} folds, fine-tuned): macro-F1 {mean:.3} ± {std:.3}");
+        info["cv_by_text"] =
+            serde_json::json!({"folds": k, "macro_f1_mean": mean, "macro_f1_std": std});
+    }
+    let (train_idx, dev_idx) = split_by_doc(examples, args.dev_fraction, args.seed);
+    eprintln!(
+        "fine-tuning the top {} layers on {} sentences ({} for early stopping)",
+        args.fine_tune_layers,
+        train_idx.len(),
+        dev_idx.len()
+    );
+    let mut tuned = tune(args, &pick(examples, &train_idx), &pick(examples, &dev_idx))?;
+    info["best_epoch"] = serde_json::json!(tuned.best_epoch);
+    info["train_sentences"] = serde_json::json!(train_idx.len());
+    info["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+    tuned.head.spec.training = info;
+    mawqif::finetune::save(&tuned, &args.out)?;
+    if !dev_idx.is_empty() {
+        let r = score_saved(args, &args.out, examples, &dev_idx)?;
+        println!(
+            "dev split ({} sentences, inference path): accuracy {:.3}, lenient {:.3}, macro-F1 {:.3} [{:.3}–{:.3}]",
+            dev_idx.len(),
+            r.metrics.accuracy.value,
+            r.metrics.lenient_accuracy,
+            r.metrics.macro_f1.value,
+            r.metrics.macro_f1.low,
+            r.metrics.macro_f1.high
+        );
+    }
+    eprintln!(
+        "wrote {} (head + {} of the top layers, best epoch {}) in {:.0}s",
+        args.out.display(),
+        mawqif::finetune::ENCODER_OVERRIDE_FILE,
+        tuned.best_epoch,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -24,17 +24,35 @@ pub struct Encoder {
 
 impl Encoder {
     /// Load the weights of `dir` (safetensors memory-mapped, or a PyTorch zip).
-    pub fn load(dir: &ModelDir, pad_id: u32) -> Result<Self> {
+    /// `override_file` (safetensors) replaces base tensors of the same name:
+    /// that is how fine-tuned layers are layered over a base model.
+    pub fn load(
+        dir: &ModelDir,
+        pad_id: u32,
+        override_file: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let device = Device::Cpu;
         let weights = dir.weights.path();
-        let vb = match &dir.weights {
-            WeightsFile::Safetensors(p) => {
+        if let Some(o) = override_file {
+            check_safetensors_header(o)?;
+        }
+        let vb = match (&dir.weights, override_file) {
+            (WeightsFile::Safetensors(p), o) => {
                 check_safetensors_header(p)?;
-                // SAFETY: the file is only read; mawqif never writes into a
-                // model directory while a model from it is loaded.
-                unsafe { VarBuilder::from_mmaped_safetensors(&[p], DType::F32, &device) }
+                let mut files = vec![p.as_path()];
+                files.extend(o);
+                // SAFETY: the files are only read; mawqif never writes into a
+                // model or head directory while a model from it is loaded.
+                // Later files win for names present in several.
+                unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
             }
-            WeightsFile::PytorchBin(p) => VarBuilder::from_pth(p, DType::F32, &device),
+            (WeightsFile::PytorchBin(p), None) => VarBuilder::from_pth(p, DType::F32, &device),
+            (WeightsFile::PytorchBin(p), Some(_)) => {
+                return Err(MawqifError::malformed(
+                    p,
+                    "fine-tuned layers can only be layered over model.safetensors weights",
+                ))
+            }
         }
         .map_err(|e| MawqifError::malformed(weights, e.to_string()))?;
         let model = BertModel::load(vb, &dir.config).map_err(|e| {

@@ -17,6 +17,7 @@ pub mod e5s1;
 pub mod encode;
 pub mod error;
 pub mod eval;
+pub mod finetune;
 pub mod input;
 pub mod model_dir;
 pub mod preprocess;
@@ -83,6 +84,12 @@ pub struct Embedder {
 
 impl Embedder {
     pub fn load(model_dir: &Path) -> Result<Self> {
+        Self::load_with_override(model_dir, None)
+    }
+
+    /// Load, with the tensors of `override_file` (fine-tuned layers) taking
+    /// the place of the base model's tensors of the same name.
+    pub fn load_with_override(model_dir: &Path, override_file: Option<&Path>) -> Result<Self> {
         let dir = ModelDir::open(model_dir)?;
         let tokenizer = SentenceTokenizer::from_model_dir(
             model_dir,
@@ -99,7 +106,7 @@ impl Embedder {
                 ),
             ));
         }
-        let encoder = Encoder::load(&dir, tokenizer.pad_id())?;
+        let encoder = Encoder::load(&dir, tokenizer.pad_id(), override_file)?;
         Ok(Self {
             preprocessor: Preprocessor::new(dir.profile.preprocessing, dir.profile.prefix.clone()),
             profile: dir.profile,
@@ -168,13 +175,24 @@ pub enum Classifier {
 impl Classifier {
     /// Load a model directory and its head (explicit, or the default place).
     pub fn load_neural(model_dir: &Path, head_dir: Option<&Path>) -> Result<Self> {
-        let embedder = Embedder::load(model_dir)?;
+        let profile = ModelDir::open(model_dir)?.profile;
         let head_dir = match head_dir {
             Some(h) => h.to_path_buf(),
-            None => find_default_head(model_dir, &embedder.profile)?,
+            None => find_default_head(model_dir, &profile)?,
         };
-        let head = Head::load(&head_dir)?;
-        head.check_encoder(&head_dir, embedder.dim(), embedder.profile.pooling)?;
+        Self::with_head(model_dir, &head_dir)
+    }
+
+    /// The encoder of `model_dir` (with the head's fine-tuned layers, if any) and the head.
+    fn with_head(model_dir: &Path, head_dir: &Path) -> Result<Self> {
+        let head = Head::load(head_dir)?;
+        let override_file = head
+            .spec
+            .encoder_override
+            .as_ref()
+            .map(|f| head_dir.join(f));
+        let embedder = Embedder::load_with_override(model_dir, override_file.as_deref())?;
+        head.check_encoder(head_dir, embedder.dim(), embedder.profile.pooling)?;
         Ok(Classifier::Neural {
             embedder: Box::new(embedder),
             head: Box::new(head),
@@ -253,12 +271,8 @@ impl Classifier {
             }
             None => find_default_head(model_dir, &embedder.profile)?,
         };
-        let head = Head::load(&head_dir)?;
-        head.check_encoder(&head_dir, embedder.dim(), embedder.profile.pooling)?;
-        Ok(Classifier::Neural {
-            embedder: Box::new(embedder),
-            head: Box::new(head),
-        })
+        drop(embedder);
+        Self::with_head(model_dir, &head_dir)
     }
 
     /// A short name for reports.

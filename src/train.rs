@@ -377,6 +377,7 @@ pub fn head_spec(
             HeadKind::Softmax => None,
             HeadKind::Mlp { hidden } => Some(hidden),
         },
+        encoder_override: None,
         training: serde_json::Value::Null,
     }
 }

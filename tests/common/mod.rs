@@ -117,6 +117,7 @@ pub fn tiny_head() -> Head {
                 cues: false,
             },
             hidden: None,
+            encoder_override: None,
             training: serde_json::Value::Null,
         },
         feature_mean: vec![0.0; HIDDEN],
