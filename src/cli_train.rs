@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use mawqif::classify::{FeatureSpec, Head, Label};
+use mawqif::classify::{FeatureSpec, Head, Label, Scores};
 use mawqif::eval::{GoldItem, Matched, Prediction, BOOTSTRAP_SEED};
 use mawqif::finetune::{fine_tune, FineTuneOptions, FineTuned};
 use mawqif::scoreboard::SystemReport;
@@ -66,13 +66,13 @@ pub struct TrainArgs {
     #[arg(long)]
     fine_tune: bool,
     /// How many top encoder layers --fine-tune trains
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     fine_tune_layers: usize,
     /// Most epochs of --fine-tune (fewer when the dev score stops improving)
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     fine_tune_epochs: usize,
     /// AdamW learning rate of the encoder layers under --fine-tune
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 2e-5)]
     lr_encoder: f64,
     /// AdamW learning rate of the head under --fine-tune
     #[arg(long, default_value_t = 1e-3)]
@@ -122,18 +122,18 @@ fn embed_cached(
     Ok(vectors)
 }
 
-fn score(
+/// Score predictions for `idx` against the examples' labels.
+fn report(
     name: &str,
-    head: &Head,
-    rows: &[Vec<f32>],
     examples: &[Example],
     idx: &[usize],
+    scores: impl IntoIterator<Item = Scores>,
 ) -> SystemReport {
     let pairs = idx
         .iter()
-        .map(|&i| {
+        .zip(scores)
+        .map(|(&i, s)| {
             let e = &examples[i];
-            let s = head.predict(&rows[i]);
             let g = GoldItem {
                 id: format!("{}#{i}", e.doc),
                 start: None,
@@ -158,6 +158,21 @@ fn score(
         extra: 0,
     };
     SystemReport::from_matched(name, &matched, BOOTSTRAP_SEED)
+}
+
+fn score(
+    name: &str,
+    head: &Head,
+    rows: &[Vec<f32>],
+    examples: &[Example],
+    idx: &[usize],
+) -> SystemReport {
+    report(
+        name,
+        examples,
+        idx,
+        idx.iter().map(|&i| head.predict(&rows[i])),
+    )
 }
 
 fn fit(
@@ -368,38 +383,7 @@ fn score_saved(
         allow_long: true,
     };
     let result = classifier.classify(&texts, &options, |_| {})?;
-    let pairs = idx
-        .iter()
-        .zip(result.scores)
-        .map(|(&i, s)| {
-            let e = &examples[i];
-            let g = GoldItem {
-                id: format!("{}#{i}", e.doc),
-                start: None,
-                end: None,
-                text: e.text.clone(),
-                label: e.label,
-                alt: e.alt,
-            };
-            let p = Prediction {
-                id: Some(g.id.clone()),
-                span: None,
-                text: e.text.clone(),
-                label: s.best(),
-                scores: Some(s),
-            };
-            (g, p)
-        })
-        .collect();
-    Ok(SystemReport::from_matched(
-        "dev",
-        &Matched {
-            pairs,
-            missing: Vec::new(),
-            extra: 0,
-        },
-        BOOTSTRAP_SEED,
-    ))
+    Ok(report("dev", examples, idx, result.scores))
 }
 
 fn pick(examples: &[Example], idx: &[usize]) -> Vec<Example> {

@@ -47,10 +47,10 @@ pub struct FineTuneOptions {
 impl Default for FineTuneOptions {
     fn default() -> Self {
         Self {
-            layers: 2,
-            max_epochs: 8,
+            layers: 4,
+            max_epochs: 4,
             patience: 2,
-            lr_encoder: 5e-5,
+            lr_encoder: 2e-5,
             lr_head: 1e-3,
             weight_decay: 0.01,
             batch_size: 16,

@@ -176,17 +176,8 @@ impl EvalReport {
             self.gold_sentences,
             self.counts_line()
         );
-        if let Some(seg) = &self.segmentation {
-            let _ = writeln!(
-                out,
-                "segmentation: {} predicted units vs {} gold, {} exact; boundary P {} R {} F1 {}",
-                seg.predicted_units,
-                seg.gold_units,
-                seg.exact_units,
-                pct(seg.boundary_precision),
-                pct(seg.boundary_recall),
-                pct(seg.boundary_f1)
-            );
+        if let Some(line) = self.segmentation_line() {
+            let _ = writeln!(out, "segmentation: {line}");
         }
         let _ = writeln!(out);
         let rows = self.rows();
@@ -273,17 +264,8 @@ impl EvalReport {
             self.gold_sentences,
             self.counts_line()
         );
-        if let Some(seg) = &self.segmentation {
-            let _ = writeln!(
-                out,
-                "Segmentation: {} predicted units vs {} gold ({} exact); boundary P {} / R {} / F1 {}.\n",
-                seg.predicted_units,
-                seg.gold_units,
-                seg.exact_units,
-                pct(seg.boundary_precision),
-                pct(seg.boundary_recall),
-                pct(seg.boundary_f1)
-            );
+        if let Some(line) = self.segmentation_line() {
+            let _ = writeln!(out, "Segmentation: {line}.\n");
         }
         let _ = write!(out, "| metric |");
         for s in &self.systems {
@@ -324,6 +306,20 @@ impl EvalReport {
             self.bootstrap.samples, self.bootstrap.seed
         );
         out
+    }
+
+    fn segmentation_line(&self) -> Option<String> {
+        self.segmentation.as_ref().map(|seg| {
+            format!(
+                "{} predicted units vs {} gold ({} exact); boundary P {} / R {} / F1 {}",
+                seg.predicted_units,
+                seg.gold_units,
+                seg.exact_units,
+                pct(seg.boundary_precision),
+                pct(seg.boundary_recall),
+                pct(seg.boundary_f1)
+            )
+        })
     }
 
     fn counts_line(&self) -> String {

@@ -396,64 +396,32 @@ fn train_a_head_on_the_tiny_model() {
     let (tmp, dir) = common::tiny_model_dir();
     let out = tmp.path().join("trained");
     let cache = tmp.path().join("cache");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
-        .args([
-            "train",
-            "--data",
-            "eval/train/gold/a01.gold.jsonl",
-            "--data",
-            "eval/train/gold/b01.gold.jsonl",
-        ])
-        .args([
-            "--data",
-            "eval/train/gold/c01.gold.jsonl",
-            "--data",
-            "eval/train/gold/d01.gold.jsonl",
-        ])
-        .args([
-            "--model",
-            dir.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dev-fraction",
-            "0.25",
-            "--epochs",
-            "50",
-        ])
-        .env("MAWQIF_CACHE", &cache)
-        .output()
-        .unwrap();
+    let train = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
+            .args([
+                "train",
+                "--model",
+                dir.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--dev-fraction", "0.25", "--epochs", "50"])
+            .args(["a01", "b01", "c01", "d01"].iter().flat_map(|t| {
+                [
+                    "--data".to_string(),
+                    format!("eval/train/gold/{t}.gold.jsonl"),
+                ]
+            }))
+            .env("MAWQIF_CACHE", &cache)
+            .output()
+            .unwrap()
+    };
+    let o = train();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("dev split"));
     let first = std::fs::read(out.join("head.safetensors")).unwrap();
     // Same data and seed: same head bytes (second run hits the embedding cache).
-    let o2 = std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
-        .args([
-            "train",
-            "--data",
-            "eval/train/gold/a01.gold.jsonl",
-            "--data",
-            "eval/train/gold/b01.gold.jsonl",
-        ])
-        .args([
-            "--data",
-            "eval/train/gold/c01.gold.jsonl",
-            "--data",
-            "eval/train/gold/d01.gold.jsonl",
-        ])
-        .args([
-            "--model",
-            dir.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dev-fraction",
-            "0.25",
-            "--epochs",
-            "50",
-        ])
-        .env("MAWQIF_CACHE", &cache)
-        .output()
-        .unwrap();
+    let o2 = train();
     assert!(o2.status.success());
     assert!(
         !stderr(&o2).contains("embedding "),
