@@ -41,8 +41,9 @@ PY
   python3 - "$work/a.md" "$work/ft.json" <<'PY'
 import json, sys
 md = open(sys.argv[1], encoding="utf-8").read().splitlines()
-ft = json.load(open(sys.argv[2], encoding="utf-8"))["systems"][0]["metrics"]
-cues = None
+report = json.load(open(sys.argv[2], encoding="utf-8"))
+ft = report["systems"][0]["metrics"]
+gain = ft["macro_f1"]["value"] - report["cues_macro_f1"]
 def pct(x): return f"{100 * x:.1f}"
 def ci(w): return f"{pct(w['value'])} [{pct(w['low'])}–{pct(w['high'])}]"
 cells = {
@@ -52,6 +53,7 @@ cells = {
     "macro-F1 % [95% CI]": ci(ft["macro_f1"]),
     "weighted F1 %": pct(ft["weighted_f1"]),
     "Cohen's kappa": f"{ft['kappa']:.3f}",
+    "vs cues baseline (macro-F1)": f"+{pct(gain)} pts" if gain > 0 else f"{pct(gain)} pts: NOT BETTER THAN CUES",
 }
 for l in ["report", "quotation", "endorsement", "opinion"]:
     c = ft["per_class"][l]

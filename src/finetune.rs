@@ -290,6 +290,11 @@ pub fn fine_tune(
     options: &FineTuneOptions,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<FineTuned> {
+    if train.is_empty() {
+        return Err(MawqifError::Invalid(
+            "no training sentences to fine-tune on".into(),
+        ));
+    }
     let dir = ModelDir::open(model_dir)?;
     let config = &dir.config;
     let total_layers = config.num_hidden_layers;
