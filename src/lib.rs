@@ -210,23 +210,25 @@ impl Classifier {
         batch_size: usize,
         mut notify: impl FnMut(&str),
     ) -> Result<Self> {
-        let embedder = Embedder::load(model_dir)?;
+        // The profile is cheap to read; the encoder is loaded only to train.
+        let profile = ModelDir::open(model_dir)?.profile;
         let found = match head_dir {
             Some(h) => Some(h.to_path_buf()),
-            None => find_default_head(model_dir, &embedder.profile).ok(),
+            None => find_default_head(model_dir, &profile).ok(),
         };
-        let auto_dir = train::auto_head_dir(&embedder.profile.id, &embedder.profile.revision);
+        let auto_dir = train::auto_head_dir(&profile.id, &profile.revision);
         let head_dir = match found {
             Some(h) => h,
             None if auto_dir.join("head.json").is_file() => {
                 notify(&format!(
                     "using the head trained earlier for {} in {}",
-                    embedder.profile.id,
+                    profile.id,
                     auto_dir.display()
                 ));
                 auto_dir
             }
             None if !train_data.is_empty() && train_data.iter().all(|p| p.exists()) => {
+                let embedder = Embedder::load(model_dir)?;
                 let examples = train::load_examples(train_data)?;
                 notify(&format!(
                     "no classifier head for {}: training one on {} labelled sentences from {}; it will be kept in {}",
@@ -269,9 +271,8 @@ impl Classifier {
                 head.save(&auto_dir)?;
                 auto_dir
             }
-            None => find_default_head(model_dir, &embedder.profile)?,
+            None => find_default_head(model_dir, &profile)?,
         };
-        drop(embedder);
         Self::with_head(model_dir, &head_dir)
     }
 
