@@ -10,6 +10,11 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
     p.display().to_string()
 }
 
+/// `mawqif classify --model cues --format FORMAT FILE`.
+fn classify_cues(format: &str, file: &str) -> std::process::Output {
+    mawqif(&["classify", "--model", "cues", "--format", format, file])
+}
+
 fn assert_clean_failure(o: &std::process::Output, needle: &str) {
     let err = stderr(o);
     assert!(
@@ -219,14 +224,7 @@ fn segment_prints_units() {
 
 #[test]
 fn cues_baseline_from_the_cli() {
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        "cues",
-        "--format",
-        "jsonl",
-        "eval/fixtures/article.txt",
-    ]);
+    let o = classify_cues("jsonl", "eval/fixtures/article.txt");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 49);
 }
@@ -290,7 +288,7 @@ fn eval_reports_baselines_and_rejects_bad_gold() {
         "other.txt",
         "خبر أول عن موضوع آخر تماما.\nوقال الوزير كلاما.\n".as_bytes(),
     );
-    let o = mawqif(&["classify", "--model", "cues", "--format", "jsonl", &other]);
+    let o = classify_cues("jsonl", &other);
     let pred = write(t, "other.jsonl", &o.stdout);
     let o = mawqif(&[
         "eval",
@@ -305,14 +303,7 @@ fn eval_reports_baselines_and_rejects_bad_gold() {
 #[test]
 fn eval_scores_a_prediction_file_and_checkthat_tsv() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        "cues",
-        "--format",
-        "jsonl",
-        "eval/fixtures/article.txt",
-    ]);
+    let o = classify_cues("jsonl", "eval/fixtures/article.txt");
     let pred = write(tmp.path(), "pred.jsonl", &o.stdout);
     let o = mawqif(&[
         "eval",
@@ -334,14 +325,7 @@ fn eval_scores_a_prediction_file_and_checkthat_tsv() {
     );
 
     // CheckThat! TSV written by classify is read back by eval.
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        "cues",
-        "--format",
-        "checkthat",
-        "eval/fixtures/article.txt",
-    ]);
+    let o = classify_cues("checkthat", "eval/fixtures/article.txt");
     let written = write(tmp.path(), "pred.tsv", &o.stdout);
     let o = mawqif(&[
         "eval",
