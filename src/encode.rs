@@ -23,7 +23,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Load the weights of `dir` (safetensors memory-mapped, or a PyTorch zip).
+    /// Load the weights of `dir` (safetensors read tensor by tensor, or a PyTorch zip).
     /// `override_file` (safetensors) replaces base tensors of the same name:
     /// that is how fine-tuned layers are layered over a base model.
     pub fn load(
@@ -33,28 +33,7 @@ impl Encoder {
     ) -> Result<Self> {
         let device = Device::Cpu;
         let weights = dir.weights.path();
-        if let Some(o) = override_file {
-            check_safetensors_header(o)?;
-        }
-        let vb = match (&dir.weights, override_file) {
-            (WeightsFile::Safetensors(p), o) => {
-                check_safetensors_header(p)?;
-                let mut files = vec![p.as_path()];
-                files.extend(o);
-                // SAFETY: the files are only read; mawqif never writes into a
-                // model or head directory while a model from it is loaded.
-                // Later files win for names present in several.
-                unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
-            }
-            (WeightsFile::PytorchBin(p), None) => VarBuilder::from_pth(p, DType::F32, &device),
-            (WeightsFile::PytorchBin(p), Some(_)) => {
-                return Err(MawqifError::malformed(
-                    p,
-                    "fine-tuned layers can only be layered over model.safetensors weights",
-                ))
-            }
-        }
-        .map_err(|e| MawqifError::malformed(weights, e.to_string()))?;
+        let vb = weights_builder(dir, override_file, &device)?;
         let model = BertModel::load(vb, &dir.config).map_err(|e| {
             MawqifError::malformed(
                 weights,
@@ -139,46 +118,28 @@ impl Encoder {
     }
 }
 
-/// A truncated or foreign file fails here with a message naming it, rather
-/// than deep inside the loader.
-fn check_safetensors_header(path: &std::path::Path) -> Result<()> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| MawqifError::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| MawqifError::io(path, e))?.len();
-    let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| MawqifError::malformed(path, "shorter than a safetensors header"))?;
-    let header_len = u64::from_le_bytes(len_bytes);
-    if header_len == 0 || header_len > file_len.saturating_sub(8) || header_len > 100_000_000 {
-        return Err(MawqifError::malformed(
-            path,
-            "not a safetensors file (bad header length); re-download or re-import it",
-        ));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| MawqifError::io(path, e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
-        MawqifError::malformed(path, format!("safetensors header is not JSON: {e}"))
-    })?;
-    let data_len = file_len - 8 - header_len;
-    if let Some(map) = header.as_object() {
-        for (name, info) in map {
-            if let Some(end) = info
-                .get("data_offsets")
-                .and_then(|o| o.get(1))
-                .and_then(|v| v.as_u64())
-            {
-                if end > data_len {
-                    return Err(MawqifError::malformed(
-                        path,
-                        format!(
-                            "truncated: tensor {name} ends at byte {end} of the data but the file holds {data_len}; re-download or re-import it"
-                        ),
-                    ));
-                }
-            }
+/// A `VarBuilder` over the model's weights, with `override_file` layered on top.
+pub fn weights_builder(
+    dir: &ModelDir,
+    override_file: Option<&std::path::Path>,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    match (&dir.weights, override_file) {
+        (WeightsFile::Safetensors(p), o) => {
+            let mut files = vec![p.as_path()];
+            files.extend(o);
+            let backend = crate::weights::SafetensorsFiles::open(&files)?;
+            Ok(VarBuilder::from_backend(
+                Box::new(backend),
+                DType::F32,
+                device.clone(),
+            ))
         }
+        (WeightsFile::PytorchBin(p), None) => VarBuilder::from_pth(p, DType::F32, device)
+            .map_err(|e| MawqifError::malformed(p, e.to_string())),
+        (WeightsFile::PytorchBin(p), Some(_)) => Err(MawqifError::malformed(
+            p,
+            "fine-tuned layers can only be layered over model.safetensors weights",
+        )),
     }
-    Ok(())
 }

@@ -21,7 +21,7 @@ use candle_transformers::models::bert::BertModel;
 use crate::classify::{FeatureSpec, Head, Label};
 use crate::error::{MawqifError, Result};
 use crate::eval::{metrics, SplitMix64};
-use crate::model_dir::{ModelDir, WeightsFile};
+use crate::model_dir::ModelDir;
 use crate::preprocess::Preprocessor;
 use crate::tokenize::SentenceTokenizer;
 use crate::train::{features, head_spec, train_head, Example, HeadKind, TrainOptions};
@@ -303,14 +303,7 @@ pub fn fine_tune(
         SentenceTokenizer::from_model_dir(model_dir, Some(dir.pad_id()), dir.profile.max_length)?;
     let pre = Preprocessor::new(dir.profile.preprocessing, dir.profile.prefix.clone());
     let device = Device::Cpu;
-    let vb = match &dir.weights {
-        // SAFETY: the weights file is only read.
-        WeightsFile::Safetensors(p) => unsafe {
-            VarBuilder::from_mmaped_safetensors(&[p], DType::F32, &device)
-        },
-        WeightsFile::PytorchBin(p) => VarBuilder::from_pth(p, DType::F32, &device),
-    }
-    .map_err(|e| MawqifError::malformed(dir.weights.path(), e.to_string()))?;
+    let vb = crate::encode::weights_builder(&dir, None, &device)?;
     let mut bottom_config = config.clone();
     bottom_config.num_hidden_layers = total_layers - n;
     let bottom = BertModel::load(vb.clone(), &bottom_config)?;

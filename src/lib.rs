@@ -26,6 +26,7 @@ pub mod scoreboard;
 pub mod segment;
 pub mod tokenize;
 pub mod train;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
