@@ -247,35 +247,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     });
 
     if let Some(k) = args.cv_by_text {
-        if k < 2 {
-            bail!("--cv-by-text needs K >= 2");
-        }
-        let folds = folds_by_doc(&examples, k, args.seed);
-        let mut f1s = Vec::new();
-        for (f, test) in folds.iter().enumerate() {
-            let train: Vec<usize> = folds
-                .iter()
-                .enumerate()
-                .filter(|(g, _)| *g != f)
-                .flat_map(|(_, v)| v.clone())
-                .collect();
-            let head = fit(&rows, &examples, &train, spec(), &options)?;
-            let r = score(&format!("fold {f}"), &head, &rows, &examples, test);
-            eprintln!(
-                "fold {}: {} sentences, accuracy {:.3}, macro-F1 {:.3}",
-                f + 1,
-                test.len(),
-                r.metrics.accuracy.value,
-                r.metrics.macro_f1.value
-            );
-            f1s.push(r.metrics.macro_f1.value);
-        }
-        let mean = f1s.iter().sum::<f64>() / f1s.len() as f64;
-        let std =
-            (f1s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (f1s.len() as f64 - 1.0)).sqrt();
-        println!("cross-validation by text ({k} folds): macro-F1 {mean:.3} ± {std:.3}");
         training_info["cv_by_text"] =
-            serde_json::json!({"folds": k, "macro_f1_mean": mean, "macro_f1_std": std});
+            cross_validate(&examples, k, args.seed, "", |train, test| {
+                let head = fit(&rows, &examples, train, spec(), &options)?;
+                Ok((score("fold", &head, &rows, &examples, test), String::new()))
+            })?;
     }
 
     let (train_idx, dev_idx) = split_by_doc(&examples, args.dev_fraction, args.seed);
@@ -329,6 +305,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn save_head(head: &Head, out: &Path) -> Result<()> {
     head.save(out)
         .with_context(|| format!("writing head to {}", out.display()))
+}
+
+/// K-fold cross-validation grouped by text: `run_fold(train, test)` scores one
+/// fold. Prints each fold and the mean ± std of macro-F1; returns them as JSON.
+fn cross_validate(
+    examples: &[Example],
+    k: usize,
+    seed: u64,
+    what: &str,
+    mut run_fold: impl FnMut(&[usize], &[usize]) -> Result<(SystemReport, String)>,
+) -> Result<serde_json::Value> {
+    if k < 2 {
+        bail!("--cv-by-text needs K >= 2");
+    }
+    let folds = folds_by_doc(examples, k, seed);
+    let mut f1s = Vec::new();
+    for (f, test) in folds.iter().enumerate() {
+        let train: Vec<usize> = folds
+            .iter()
+            .enumerate()
+            .filter(|(g, _)| *g != f)
+            .flat_map(|(_, v)| v.clone())
+            .collect();
+        let (r, extra) = run_fold(&train, test)?;
+        eprintln!(
+            "fold {}: {} sentences, accuracy {:.3}, macro-F1 {:.3}{extra}",
+            f + 1,
+            test.len(),
+            r.metrics.accuracy.value,
+            r.metrics.macro_f1.value
+        );
+        f1s.push(r.metrics.macro_f1.value);
+    }
+    let mean = f1s.iter().sum::<f64>() / f1s.len() as f64;
+    let std =
+        (f1s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (f1s.len() as f64 - 1.0)).sqrt();
+    println!("cross-validation by text ({k} folds{what}): macro-F1 {mean:.3} ± {std:.3}");
+    Ok(serde_json::json!({"folds": k, "macro_f1_mean": mean, "macro_f1_std": std}))
 }
 
 fn fine_tune_options(args: &TrainArgs) -> FineTuneOptions {
@@ -403,48 +417,23 @@ fn run_fine_tune(args: &TrainArgs, examples: &[Example]) -> Result<()> {
         "dev_fraction": args.dev_fraction,
     });
     if let Some(k) = args.cv_by_text {
-        if k < 2 {
-            bail!("--cv-by-text needs K >= 2");
-        }
-        let folds = folds_by_doc(examples, k, args.seed);
         let scratch = std::env::temp_dir().join(format!("mawqif-cv-{}", std::process::id()));
-        let mut f1s = Vec::new();
-        for (f, test) in folds.iter().enumerate() {
-            let rest: Vec<usize> = folds
-                .iter()
-                .enumerate()
-                .filter(|(g, _)| *g != f)
-                .flat_map(|(_, v)| v.clone())
-                .collect();
+        let result = cross_validate(examples, k, args.seed, ", fine-tuned", |rest, test| {
             // Early stopping uses texts from the training folds only.
-            let rest_ex = pick(examples, &rest);
+            let rest_ex = pick(examples, rest);
             let (tr, dv) = split_by_doc(&rest_ex, 0.2, args.seed);
             eprintln!(
-                "fold {}: fine-tuning on {} sentences, early stopping on {}",
-                f + 1,
+                "fine-tuning on {} sentences, early stopping on {}",
                 tr.len(),
                 dv.len()
             );
             let tuned = tune(args, &pick(&rest_ex, &tr), &pick(&rest_ex, &dv))?;
             mawqif::finetune::save(&tuned, &scratch)?;
             let r = score_saved(args, &scratch, examples, test)?;
-            eprintln!(
-                "fold {}: {} sentences, accuracy {:.3}, macro-F1 {:.3} (best epoch {})",
-                f + 1,
-                test.len(),
-                r.metrics.accuracy.value,
-                r.metrics.macro_f1.value,
-                tuned.best_epoch
-            );
-            f1s.push(r.metrics.macro_f1.value);
-        }
+            Ok((r, format!(" (best epoch {})", tuned.best_epoch)))
+        });
         let _ = std::fs::remove_dir_all(&scratch);
-        let mean = f1s.iter().sum::<f64>() / f1s.len() as f64;
-        let std =
-            (f1s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (f1s.len() as f64 - 1.0)).sqrt();
-        println!("cross-validation by text ({k} folds, fine-tuned): macro-F1 {mean:.3} ± {std:.3}");
-        info["cv_by_text"] =
-            serde_json::json!({"folds": k, "macro_f1_mean": mean, "macro_f1_std": std});
+        info["cv_by_text"] = result?;
     }
     let (train_idx, dev_idx) = split_by_doc(examples, args.dev_fraction, args.seed);
     eprintln!(

@@ -351,6 +351,17 @@ pub fn classify_text(
     on_batch: impl FnMut(usize),
 ) -> Result<(Vec<LabelledUnit>, Vec<String>)> {
     let segments = Segmenter::new().segment(source);
+    classify_segments(file, &segments, classifier, options, on_batch)
+}
+
+/// Label units that are already segmented.
+pub fn classify_segments(
+    file: &str,
+    segments: &[segment::Segment],
+    classifier: &Classifier,
+    options: &RunOptions,
+    on_batch: impl FnMut(usize),
+) -> Result<(Vec<LabelledUnit>, Vec<String>)> {
     let texts: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
     let result = classifier.classify(&texts, options, on_batch)?;
     let units = segments

@@ -198,13 +198,18 @@ fn classify(args: ClassifyArgs) -> Result<()> {
         batch_size: args.batch_size,
         allow_long: args.allow_long,
     };
+    // Segment once: the counts size the progress bar, the units get labelled.
     let seg = mawqif::segment::Segmenter::new();
-    let total: usize = texts.iter().map(|(_, t)| seg.segment(t).len()).sum();
+    let segmented: Vec<(String, Vec<_>)> = texts
+        .into_iter()
+        .map(|(name, t)| (name, seg.segment(&t)))
+        .collect();
+    let total: usize = segmented.iter().map(|(_, s)| s.len()).sum();
     let bar = progress(total, "classifying");
     let mut all: Vec<LabelledUnit> = Vec::new();
-    for (name, text) in &texts {
+    for (name, segments) in &segmented {
         let (units, warnings) =
-            mawqif::classify_text(name, text, &classifier, &options, |n| bar.inc(n as u64))
+            mawqif::classify_segments(name, segments, &classifier, &options, |n| bar.inc(n as u64))
                 .with_context(|| format!("classifying {name}"))?;
         for w in warnings {
             bar.suspend(|| eprintln!("warning: {name}: {w}"));

@@ -425,3 +425,52 @@ fn train_a_head_on_the_tiny_model() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn cross_validation_by_text_frozen_and_fine_tuned() {
+    let (tmp, dir) = common::tiny_model_dir();
+    for extra in [
+        &[][..],
+        &[
+            "--fine-tune",
+            "--fine-tune-layers",
+            "1",
+            "--fine-tune-epochs",
+            "1",
+        ][..],
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
+            .args([
+                "train",
+                "--model",
+                dir.to_str().unwrap(),
+                "--out",
+                tmp.path().join("cv").to_str().unwrap(),
+            ])
+            .args([
+                "--data",
+                "eval/train/gold/a01.gold.jsonl",
+                "--data",
+                "eval/train/gold/b01.gold.jsonl",
+            ])
+            .args([
+                "--data",
+                "eval/train/gold/c01.gold.jsonl",
+                "--cv-by-text",
+                "3",
+                "--dev-fraction",
+                "0.34",
+            ])
+            .args(extra)
+            .env("MAWQIF_CACHE", tmp.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("cross-validation by text (3 folds"),
+            "{}",
+            stdout(&o)
+        );
+        assert!(stderr(&o).matches("fold ").count() >= 3, "{}", stderr(&o));
+    }
+}
