@@ -25,8 +25,11 @@ pub struct TrainArgs {
     /// Gold JSONL files or directories of them (repeatable)
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
-    /// Encoder model directory
-    #[arg(long, default_value = mawqif::DEFAULT_MODEL_DIR)]
+    /// Encoder: a model directory or a hub id (`org/name[@REV]`, downloaded on first use)
+    #[arg(long = "model", default_value = mawqif::DEFAULT_MODEL_DIR)]
+    model_spec: String,
+    /// The model directory `--model` resolves to.
+    #[arg(skip)]
     model: PathBuf,
     /// Where to write head.safetensors and head.json
     #[arg(long)]
@@ -187,7 +190,7 @@ fn fit(
     Ok(train_head(&x, &y, spec, options)?)
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+pub fn run(mut args: TrainArgs) -> Result<()> {
     crate::set_threads(args.threads);
     if !(0.0..1.0).contains(&args.dev_fraction) {
         bail!("--dev-fraction must be in [0, 1)");
@@ -196,6 +199,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if examples.is_empty() {
         bail!("no labelled sentences in {:?}", args.data);
     }
+    // After the data checks: a bad data file should not wait for a download.
+    args.model = crate::cli_hub::resolve_model_dir(&args.model_spec)?;
     if args.fine_tune {
         return run_fine_tune(&args, &examples);
     }

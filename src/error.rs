@@ -66,6 +66,9 @@ pub enum MawqifError {
     #[error("{0}")]
     Invalid(String),
 
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+
     #[error(
         "refusing to train on {path}: files under eval/fixtures/ are held-out evaluation data"
     )]

@@ -18,9 +18,11 @@ pub mod encode;
 pub mod error;
 pub mod eval;
 pub mod finetune;
+pub mod hub;
 pub mod input;
 pub mod model_dir;
 pub mod preprocess;
+pub mod registry;
 pub mod report;
 pub mod scoreboard;
 pub mod segment;
@@ -327,7 +329,12 @@ pub fn find_default_head(model_dir: &Path, profile: &ModelProfile) -> Result<Pat
     if inside.join("head.json").is_file() {
         return Ok(inside);
     }
-    let root = model_dir.parent().unwrap_or(Path::new("."));
+    // Hub snapshots live in the shared cache; their shipped heads live in ./models.
+    let root = if hub::snapshot_identity(model_dir).is_some() {
+        Path::new("models")
+    } else {
+        model_dir.parent().unwrap_or(Path::new("."))
+    };
     let shipped = classify::default_head_dir(root, &profile.id);
     if shipped.join("head.json").is_file() {
         return Ok(shipped);

@@ -11,6 +11,7 @@ use mawqif::report::{write_units, LabelledUnit, OutputFormat, SegmentRecord};
 use mawqif::{Classifier, RunOptions};
 
 mod cli_eval;
+mod cli_hub;
 mod cli_train;
 
 #[derive(Parser)]
@@ -27,7 +28,9 @@ mawqif classify --format jsonl news/*.txt > labels.jsonl\n  \
 cat article.txt | mawqif classify -\n  \
 mawqif segment article.txt\n  \
 mawqif eval --gold eval/fixtures/article.gold.jsonl --model cues --model majority\n  \
-mawqif import-e5s1 e5-small-q4.bin --out models/multilingual-e5-small"
+mawqif import-e5s1 e5-small-q4.bin --out models/multilingual-e5-small\n  \
+mawqif download aubmindlab/bert-base-arabertv02\n  \
+mawqif models"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +44,7 @@ enum Command {
 mawqif classify eval/fixtures/article.txt\n  \
 mawqif classify --format jsonl a.txt b.txt > out.jsonl\n  \
 mawqif classify --model cues article.txt      # the rule baseline, no model needed\n  \
+mawqif classify --model aubmindlab/bert-base-arabertv02 article.txt   # from the hub\n  \
 mawqif classify --model DIR --head HEAD_DIR article.txt")]
     Classify(ClassifyArgs),
     /// Print the sentence units of text files (JSONL), without labels
@@ -66,13 +70,17 @@ mawqif classify --model DIR --head HEAD_DIR article.txt")]
     Eval(cli_eval::EvalArgs),
     /// Train a classifier head on labelled sentences
     Train(cli_train::TrainArgs),
+    /// Download an encoder from the Hugging Face hub into the shared cache
+    Download(cli_hub::DownloadArgs),
+    /// List the known encoders (models/registry.toml) and which are cached
+    Models(cli_hub::ModelsArgs),
 }
 
 #[derive(Args)]
 struct ClassifyArgs {
     /// Text files; `-` or none reads stdin
     files: Vec<PathBuf>,
-    /// Model directory, or `cues` for the rule baseline
+    /// Model directory, hub id (`org/name[@REV]`, downloaded on first use), or `cues`
     #[arg(long, default_value = mawqif::DEFAULT_MODEL_DIR)]
     model: String,
     /// Classifier head directory (default: the model's own head)
@@ -109,6 +117,8 @@ fn main() {
         Command::ImportE5s1 { file, out } => import_e5s1(&file, &out),
         Command::Eval(args) => cli_eval::run(args),
         Command::Train(args) => cli_train::run(args),
+        Command::Download(args) => cli_hub::download(args),
+        Command::Models(args) => cli_hub::models(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -156,7 +166,9 @@ pub(crate) fn load_classifier(model: &str, head: Option<&Path>) -> Result<Classi
     match model {
         "cues" => Ok(Classifier::Cues),
         "majority" => bail!("`majority` needs gold labels: use it with `mawqif eval`"),
-        dir => {
+        spec => {
+            let dir = cli_hub::resolve_model_dir(spec)?;
+            let dir = dir.as_path();
             // Encoders without a head get one trained on the bundled data, once.
             let data = std::env::var_os("MAWQIF_TRAIN_DATA")
                 .map(PathBuf::from)
@@ -166,10 +178,8 @@ pub(crate) fn load_classifier(model: &str, head: Option<&Path>) -> Result<Classi
             } else {
                 vec![data]
             };
-            Classifier::load_neural_or_train(Path::new(dir), head, &data, 16, |msg| {
-                eprintln!("mawqif: {msg}")
-            })
-            .with_context(|| format!("loading model {dir}"))
+            Classifier::load_neural_or_train(dir, head, &data, 16, |msg| eprintln!("mawqif: {msg}"))
+                .with_context(|| format!("loading model {spec}"))
         }
     }
 }

@@ -133,6 +133,9 @@ fn read_config(path: &Path) -> Result<BertConfig> {
 fn read_profile(dir: &Path, config: &BertConfig) -> Result<ModelProfile> {
     let path = dir.join(PROFILE_FILE);
     if !path.is_file() {
+        if let Some(profile) = crate::hub::snapshot_profile(dir, config.max_position_embeddings) {
+            return Ok(profile);
+        }
         let id = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

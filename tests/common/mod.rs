@@ -2,6 +2,8 @@
 //! 32, WordPiece vocabulary of Arabic words and letters) with a head for it.
 #![allow(dead_code)]
 
+pub mod mock_hub;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
