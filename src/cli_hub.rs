@@ -198,9 +198,7 @@ pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let registry = Registry::builtin();
-    let hub_spec = if names_hub_model(spec) {
-        spec.to_string()
-    } else if spec == mawqif::DEFAULT_MODEL_DIR {
+    let hub_spec = if spec == mawqif::DEFAULT_MODEL_DIR {
         let Some(entry) = registry.default_entry() else {
             return Ok(path.to_path_buf());
         };
@@ -210,6 +208,8 @@ pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
             entry.id
         );
         entry.id.clone()
+    } else if names_hub_model(spec) {
+        spec.to_string()
     } else {
         // Not a hub id: let the loader report the missing directory.
         return Ok(path.to_path_buf());

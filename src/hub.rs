@@ -376,6 +376,12 @@ pub fn cached_snapshot(cache_dir: &Path, model: &HubModelRef) -> HubResult<Snaps
     let dir = repo_cache_dir(cache_dir, &model.repo)
         .join("snapshots")
         .join(&commit);
+    if !dir.is_dir() {
+        return Err(not_cached(
+            format!("snapshots/{commit} (never downloaded)"),
+            "the hub is not to be used (HF_HUB_OFFLINE)",
+        ));
+    }
     let present: Vec<String> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries

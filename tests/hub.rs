@@ -487,3 +487,42 @@ fn cli_models_lists_the_registry_and_the_cache() {
     );
     assert!(out.contains(&home.path().join("hf/hub").display().to_string()));
 }
+
+#[test]
+fn without_the_local_model_the_default_hub_model_is_used() {
+    let (tmp, dir) = common::tiny_model_dir();
+    let files = MockRepo::files_from_dir(&dir);
+    let hub = MockHub::start(vec![MockRepo {
+        id: "aubmindlab/bert-base-arabertv02".into(),
+        commits: BTreeMap::from([(MAIN_SHA.to_string(), files)]),
+        refs: BTreeMap::from([("main".to_string(), MAIN_SHA.to_string())]),
+        ..Default::default()
+    }]);
+    let home = tempfile::tempdir().unwrap();
+    let text = home.path().join("news.txt");
+    std::fs::write(&text, "قال الوزير إن الحكومة ستدعم المشروع.\n").unwrap();
+    let head = tmp.path().join("tiny").join("head");
+    // Run where there is no models/ directory, so the default path is absent.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"));
+    cmd.current_dir(home.path())
+        .args(["classify", "--format", "jsonl", "--head"])
+        .arg(&head)
+        .arg(&text)
+        .env("HF_HOME", home.path().join("hf"))
+        .env("HF_ENDPOINT", &hub.url)
+        .env("MAWQIF_TRAIN_DATA", "")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_CACHE");
+    let o = cmd.output().unwrap();
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("using the default hub model aubmindlab/bert-base-arabertv02"),
+        "{err}"
+    );
+    assert!(home
+        .path()
+        .join("hf/hub/models--aubmindlab--bert-base-arabertv02/refs/main")
+        .is_file());
+    assert_eq!(common::stdout(&o).lines().count(), 1);
+}

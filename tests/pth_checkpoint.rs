@@ -29,7 +29,10 @@ fn wordpiece_ids_match_transformers_bert_tokenizer() {
     let embedder = Embedder::load(Path::new(FIXTURE)).unwrap();
     for case in expected() {
         let text = case["text"].as_str().unwrap().to_string();
-        let got = embedder.tokenizer().encode(std::slice::from_ref(&text)).unwrap();
+        let got = embedder
+            .tokenizer()
+            .encode(std::slice::from_ref(&text))
+            .unwrap();
         let want: Vec<u32> = case["ids"]
             .as_array()
             .unwrap()
