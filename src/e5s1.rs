@@ -107,7 +107,7 @@ impl<'a> Cursor<'a> {
 
 /// Dequantize Q4_0 data with candle's own `BlockQ4_0` kernels.
 pub fn dequantize_q4_0(bytes: &[u8], n: usize) -> Option<Vec<f32>> {
-    if n % 32 != 0 || bytes.len() != n / 32 * 18 {
+    if !n.is_multiple_of(32) || bytes.len() != n / 32 * 18 {
         return None;
     }
     let q = qtensor_from_ggml(GgmlDType::Q4_0, bytes, vec![n], &Device::Cpu).ok()?;

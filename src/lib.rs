@@ -17,6 +17,7 @@ pub mod e5s1;
 pub mod encode;
 pub mod error;
 pub mod eval;
+pub mod fastbert;
 pub mod finetune;
 pub mod hub;
 pub mod input;
@@ -28,6 +29,7 @@ pub mod scoreboard;
 pub mod segment;
 pub mod tokenize;
 pub mod train;
+pub mod unigram;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +95,15 @@ impl Embedder {
     /// Load, with the tensors of `override_file` (fine-tuned layers) taking
     /// the place of the base model's tensors of the same name.
     pub fn load_with_override(model_dir: &Path, override_file: Option<&Path>) -> Result<Self> {
+        Self::load_with_engine(model_dir, override_file, encode::default_engine())
+    }
+
+    /// Load with an explicit encoder engine (see [`encode::Engine`]).
+    pub fn load_with_engine(
+        model_dir: &Path,
+        override_file: Option<&Path>,
+        engine: encode::Engine,
+    ) -> Result<Self> {
         let dir = ModelDir::open(model_dir)?;
         let tokenizer = SentenceTokenizer::from_model_dir(
             model_dir,
@@ -109,7 +120,7 @@ impl Embedder {
                 ),
             ));
         }
-        let encoder = Encoder::load(&dir, tokenizer.pad_id(), override_file)?;
+        let encoder = Encoder::load_with_engine(&dir, tokenizer.pad_id(), override_file, engine)?;
         Ok(Self {
             preprocessor: Preprocessor::new(dir.profile.preprocessing, dir.profile.prefix.clone()),
             profile: dir.profile,
@@ -121,6 +132,10 @@ impl Embedder {
 
     pub fn dim(&self) -> usize {
         self.encoder.hidden_size()
+    }
+
+    pub fn engine(&self) -> encode::Engine {
+        self.encoder.engine()
     }
 
     pub fn tokenizer(&self) -> &SentenceTokenizer {

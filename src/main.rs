@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mawqif::report::{write_units, LabelledUnit, OutputFormat, SegmentRecord};
 use mawqif::{Classifier, RunOptions};
 
+mod cli_bench;
 mod cli_eval;
 mod cli_hub;
 mod cli_train;
@@ -35,6 +36,10 @@ mawqif models"
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Encoder engine: auto (bf16 where the CPU has AVX-512 BF16, else f32),
+    /// bf16, f32, or candle (the reference); default: $MAWQIF_ENGINE, else auto
+    #[arg(long, global = true)]
+    engine: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +79,8 @@ mawqif classify --model DIR --head HEAD_DIR article.txt")]
     Download(cli_hub::DownloadArgs),
     /// List the known encoders (models/registry.toml) and which are cached
     Models(cli_hub::ModelsArgs),
+    /// Measure throughput, batch-1 latency and peak memory
+    Bench(cli_bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -111,6 +118,15 @@ enum FormatArg {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(name) = &cli.engine {
+        match mawqif::encode::Engine::parse(name) {
+            Ok(engine) => mawqif::encode::set_default_engine(engine),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Segment { files } => segment(files),
@@ -119,6 +135,7 @@ fn main() {
         Command::Train(args) => cli_train::run(args),
         Command::Download(args) => cli_hub::download(args),
         Command::Models(args) => cli_hub::models(args),
+        Command::Bench(args) => cli_bench::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -117,7 +117,9 @@ fn read_config(path: &Path) -> Result<BertConfig> {
         .map_err(|e| MawqifError::malformed(path, format!("not a BERT config: {e}")))?;
     if config.hidden_size == 0
         || config.num_attention_heads == 0
-        || config.hidden_size % config.num_attention_heads != 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
     {
         return Err(MawqifError::malformed(
             path,

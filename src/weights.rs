@@ -155,6 +155,58 @@ impl SafetensorsFiles {
     }
 }
 
+impl SafetensorsFiles {
+    /// The first of `names` that exists, read as f16 with its shape: an f32
+    /// tensor is converted in 1 MiB pieces, so it is never held in f32.
+    pub fn read_f16(&self, names: &[&str]) -> Result<Option<(Vec<usize>, Vec<half::f16>)>> {
+        let Some((name, entry)) = names
+            .iter()
+            .find_map(|n| self.entries.get(*n).map(|e| (*n, e)))
+        else {
+            return Ok(None);
+        };
+        let (path, file) = &self.files[entry.file];
+        let io = |e: std::io::Error| MawqifError::io(path, e);
+        let mut f = file
+            .lock()
+            .map_err(|_| MawqifError::malformed(path, "file handle poisoned"))?;
+        f.seek(SeekFrom::Start(entry.start)).map_err(io)?;
+        let elems: usize = entry.shape.iter().product();
+        let mut out = Vec::with_capacity(elems);
+        let width = entry.dtype.size_in_bytes();
+        let mut buf = vec![0u8; (1 << 20) / width * width];
+        let mut left = elems * width;
+        while left > 0 {
+            let take = left.min(buf.len());
+            let chunk = &mut buf[..take];
+            f.read_exact(chunk).map_err(io)?;
+            left -= chunk.len();
+            match entry.dtype {
+                DType::F32 => out.extend(
+                    chunk
+                        .chunks_exact(4)
+                        .map(|b| half::f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+                ),
+                DType::F16 => out.extend(
+                    chunk
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
+                ),
+                DType::BF16 => out.extend(chunk.chunks_exact(2).map(|b| {
+                    half::f16::from_f32(half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                })),
+                other => {
+                    return Err(MawqifError::malformed(
+                        path,
+                        format!("tensor {name} is {other:?}, not a float type"),
+                    ))
+                }
+            }
+        }
+        Ok(Some((entry.shape.clone(), out)))
+    }
+}
+
 /// `len` bytes of little-endian f32 from `r`.
 fn read_f32_le(r: &mut impl Read, len: usize) -> std::io::Result<Vec<f32>> {
     let n = len / 4;
