@@ -265,24 +265,18 @@ impl Linear {
                 let valid = cols.saturating_sub(j * LANES).min(LANES);
                 ((1u32 << valid) - 1) as u16
             });
-            // Start from the bias, then add the product one slice of k at a
-            // time: a slice of B (KC pairs × 64 columns = 16 KiB) stays in L1
-            // while every row block of this task passes over it.
-            for row in first * MR..(last * MR).min(m) {
-                for c in 0..cols {
-                    // SAFETY: (row, col0 + c) is inside y [m, n]; this task
-                    // alone writes this column group of these rows.
-                    unsafe { *out.at(row * n + col0 + c) = bias[col0 + c] };
-                }
-            }
+            // The product one slice of k at a time: a slice of B (KC pairs ×
+            // 64 columns = 16 KiB) stays in L1 while every row block of this
+            // task passes over it. The first slice starts from the bias.
             let mut q0 = 0;
             while q0 < kp {
                 let q1 = (q0 + KC).min(kp);
                 for block in first..last {
                     let rows = m.saturating_sub(block * MR).min(MR);
                     // SAFETY: the caller's CPU check covers this kernel; the
-                    // A block, the B slice and the `rows` × `cols` C tile at
-                    // (block·MR, col0) are in bounds (see bf16_tile).
+                    // A block, the B slice, the bias of this column group and
+                    // the `rows` × `cols` C tile at (block·MR, col0) are in
+                    // bounds (see bf16_tile).
                     unsafe {
                         bf16_tile(
                             a.as_ptr().add(block * MR * kp),
@@ -290,6 +284,7 @@ impl Linear {
                             b.as_ptr(),
                             q0,
                             q1,
+                            (q0 == 0).then(|| bias.as_ptr().add(col0)),
                             out.at(block * MR * n + col0),
                             n,
                             rows,
@@ -386,10 +381,12 @@ unsafe impl Sync for SyncPtr {}
 unsafe impl Send for SyncPtr {}
 
 /// `C[rows × cols] += A_block[:, q0..q1] · B_group[q0..q1, :]` for one
-/// block of `MR` rows and `NB` panels of 16 columns. `a` is the block's
-/// first row (rows `kp` pairs apart, padded to `MR` rows), `b` the group's
-/// packed panels, `c` the tile's first element (rows `ldc` apart); only
-/// the first `rows` rows and the columns set in `masks` are read or written.
+/// block of `MR` rows and `NB` panels of 16 columns; with `bias`, C is
+/// overwritten with `bias + product` instead. `a` is the block's first row
+/// (rows `kp` pairs apart, padded to `MR` rows), `b` the group's packed
+/// panels, `bias` the group's first bias value, `c` the tile's first
+/// element (rows `ldc` apart); only the first `rows` rows and the columns
+/// set in `masks` are read or written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
@@ -399,13 +396,18 @@ unsafe fn bf16_tile(
     b: *const u32,
     q0: usize,
     q1: usize,
+    bias: Option<*const f32>,
     c: *mut f32,
     ldc: usize,
     rows: usize,
     masks: &[u16; NB],
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); NB]; MR];
+    let init: [__m512; NB] = match bias {
+        Some(bp) => std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], bp.add(j * LANES))),
+        None => [_mm512_setzero_ps(); NB],
+    };
+    let mut acc = [init; MR];
     for q in q0..q1 {
         let bv: [__m512bh; NB] = std::array::from_fn(|j| {
             std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
@@ -427,8 +429,12 @@ unsafe fn bf16_tile(
                 continue;
             }
             let p = c.add(i * ldc + j * LANES);
-            let old = _mm512_maskz_loadu_ps(masks[j], p);
-            _mm512_mask_storeu_ps(p, masks[j], _mm512_add_ps(old, acc_row[j]));
+            let value = if bias.is_some() {
+                acc_row[j]
+            } else {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(masks[j], p), acc_row[j])
+            };
+            _mm512_mask_storeu_ps(p, masks[j], value);
         }
     }
 }
@@ -1025,6 +1031,7 @@ mod kernel_peak {
                     b.as_ptr(),
                     0,
                     kp,
+                    None,
                     c.as_mut_ptr(),
                     NB * LANES,
                     MR,
