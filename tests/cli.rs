@@ -474,3 +474,56 @@ fn cross_validation_by_text_frozen_and_fine_tuned() {
         assert!(stderr(&o).matches("fold ").count() >= 3, "{}", stderr(&o));
     }
 }
+
+#[test]
+fn bench_reports_json_and_checks_foreign_embeddings() {
+    let (tmp, dir) = common::tiny_model_dir();
+    let sentences = write(
+        tmp.path(),
+        "s.txt",
+        "قال الوزير إن الحكومة ستدعم المشروع\nوأكد المجلس أن القرار صائب\nهذا رأي الكاتب\n"
+            .as_bytes(),
+    );
+    let dump = tmp.path().join("ours.f32");
+    let head = dir.join("head");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "--engine",
+            "f32",
+            "bench",
+            "--model",
+            dir.to_str().unwrap(),
+            "--head",
+            head.to_str().unwrap(),
+            "--sentences-file",
+            &sentences,
+            "--latency-runs",
+            "3",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| mawqif(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(args(&["--dump-embeddings", dump.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["system"], "mawqif-f32");
+    assert_eq!(r["sentences"], 3);
+    assert!(r["sentences_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().len(),
+        3 * common::HIDDEN as u64 * 4
+    );
+    // Its own embeddings agree with themselves; a wrong-sized file is refused.
+    let o = run(args(&["--compare-embeddings", dump.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["label_agreement"], 1.0);
+    assert!(r["cosine_min"].as_f64().unwrap() > 0.9999);
+    let short = write(tmp.path(), "short.f32", &[0u8; 12]);
+    let o = run(args(&["--compare-embeddings", &short]));
+    assert_clean_failure(&o, "sentences");
+    let o = mawqif(&["--engine", "fp8", "segment", &sentences]);
+    assert_clean_failure(&o, "unknown engine");
+}
