@@ -179,6 +179,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // Warm-up (page faults, thread pool start), then the timed pass.
     let warm: Vec<&str> = texts.iter().take(64).copied().collect();
     embedder.embed(&warm, &options, |_| {})?;
+    if std::env::var_os("MAWQIF_PROFILE").is_some() {
+        mawqif::fastbert::prof::enable();
+    }
     let started = Instant::now();
     let (vectors, labels): (Vec<Vec<f32>>, Vec<Option<Label>>) = match &classifier {
         Some(c) => {

@@ -139,13 +139,12 @@ pub fn models(args: ModelsArgs) -> Result<()> {
             revision: e.revision.clone(),
         };
         let cached = match cached_snapshot(&settings.cache_dir, &model) {
-            Ok(s) => format!("yes ({})", &s.commit[..7]),
+            Ok(s) => format!("yes ({})", s.commit.get(..7).unwrap_or(&s.commit)),
             Err(_) => "no".to_string(),
         };
-        let rev = if e.revision.len() == 40 {
-            e.revision[..10].to_string()
-        } else {
-            e.revision.clone()
+        let rev = match e.revision.get(..10) {
+            Some(short) if e.revision.len() == 40 => short.to_string(),
+            _ => e.revision.clone(),
         };
         let name = if e.default {
             format!("{} (default)", e.id)

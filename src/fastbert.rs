@@ -984,31 +984,44 @@ mod tests {
     }
 }
 
-/// Wall time per layer stage, summed over the process: `mawqif bench`
-/// prints it when `MAWQIF_PROFILE` is set. Costs two clock reads per stage.
+/// Wall time per layer stage, summed over the process, for `mawqif bench`
+/// with `MAWQIF_PROFILE` set. Off unless [`prof::enable`] is called: then
+/// each stage costs two clock reads.
 pub mod prof {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Instant;
+
+    static ON: AtomicBool = AtomicBool::new(false);
     static T: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-    pub fn start() -> Instant {
-        Instant::now()
+    const NAMES: [&str; 8] = [
+        "qkv",
+        "attention",
+        "attn_out",
+        "ln1",
+        "inter",
+        "gelu",
+        "output",
+        "ln2",
+    ];
+
+    pub fn enable() {
+        ON.store(true, Ordering::Relaxed);
     }
-    pub fn add(i: usize, t: Instant) {
-        T[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+
+    pub(crate) fn start() -> Option<Instant> {
+        ON.load(Ordering::Relaxed).then(Instant::now)
     }
+
+    pub(crate) fn add(stage: usize, since: Option<Instant>) {
+        if let Some(t) = since {
+            T[stage].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds per stage, to stderr.
     pub fn report() {
-        let names = [
-            "qkv",
-            "attention",
-            "attn_out",
-            "ln1",
-            "inter",
-            "gelu",
-            "output",
-            "ln2",
-        ];
-        for (n, t) in names.iter().zip(&T) {
-            eprintln!("{n:10} {:8.3} s", t.load(Ordering::Relaxed) as f64 / 1e9);
+        for (name, t) in NAMES.iter().zip(&T) {
+            eprintln!("{name:10} {:8.3} s", t.load(Ordering::Relaxed) as f64 / 1e9);
         }
     }
 }
