@@ -82,10 +82,10 @@ def main():
     else:
         from transformers import PreTrainedTokenizerFast
 
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_file=str(model_dir / "tokenizer.json"),
-            pad_token="<pad>" if profile.get("prefix") else "[PAD]",
-        )
+        # Pad with the id config.json names, as mawqif does.
+        pad_id = json.loads((model_dir / "config.json").read_text()).get("pad_token_id", 0)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
         import torch
 
         torch.set_num_threads(args.threads)
