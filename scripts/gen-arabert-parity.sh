@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate tests/fixtures/arabert_parity.json with the real `arabert`
 # package (ArabertPreprocessor for aubmindlab/bert-base-arabertv02), in a
-# throwaway venv. The Rust port in src/preprocess.rs must match it byte for byte.
+# throwaway venv. The Rust port in src/text/preprocess.rs must match it byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${TMPDIR:-/tmp}/mawqif-arabert-venv"

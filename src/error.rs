@@ -24,9 +24,6 @@ pub enum MawqifError {
     )]
     InvalidUtf8 { path: PathBuf, offset: usize },
 
-    #[error("{path} has no sentence with Arabic text in it")]
-    NoSentences { path: PathBuf },
-
     #[error("model directory {path} does not exist; run `bash scripts/fetch-local-model.sh` or pass --model DIR")]
     MissingModelDir { path: PathBuf },
 
@@ -63,8 +60,45 @@ pub enum MawqifError {
         reason: String,
     },
 
+    #[error("unknown label {0:?} (expected report, quotation, endorsement or opinion)")]
+    UnknownLabel(String),
+
+    #[error("unknown engine `{0}`: use auto, bf16, f32 or candle")]
+    UnknownEngine(String),
+
+    #[error("bf16 precision needs a CPU with AVX-512 BF16; use f32")]
+    Bf16Unsupported,
+
     #[error("{0}")]
-    Invalid(String),
+    ShapeMismatch(String),
+
+    #[error("a sequence of {tokens} tokens exceeds the model's {positions} positions")]
+    SequenceTooLong { tokens: usize, positions: usize },
+
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfVocab { id: usize, vocab: usize },
+
+    #[error("no training sentences")]
+    NoTrainingData,
+
+    #[error("feature rows must have length {expected}, found {found}")]
+    FeatureLength { expected: usize, found: usize },
+
+    #[error("{path} holds no *.jsonl gold files")]
+    NoGoldFiles { path: PathBuf },
+
+    #[error("{path}: no prediction matches any gold sentence (by {by}): is it for another text?")]
+    NoMatchingPredictions { path: PathBuf, by: &'static str },
+
+    #[error("gold sentence {id} is not at bytes {start}..{end} of the source text: wrong --text?")]
+    GoldSpanMismatch {
+        id: String,
+        start: usize,
+        end: usize,
+    },
+
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
 
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
@@ -89,6 +123,15 @@ impl MawqifError {
         MawqifError::MalformedFile {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<crate::files::WriteError> for MawqifError {
+    fn from(e: crate::files::WriteError) -> Self {
+        MawqifError::Io {
+            path: e.path,
+            source: e.source,
         }
     }
 }

@@ -8,8 +8,8 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Label, Scores};
-use crate::segment::Segment;
+use crate::label::{Label, Scores};
+use crate::text::Segment;
 
 /// Probabilities keyed by label name, in the scheme's order.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

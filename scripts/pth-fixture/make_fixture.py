@@ -1,5 +1,5 @@
 """Write a tiny ARBERT-style BERT checkpoint with PyTorch, plus what
-transformers computes from it, as a fixture for tests/pth_checkpoint.rs.
+transformers computes from it, as a fixture for tests/integration/pth_checkpoint.rs.
 
 ARBERT ships only `pytorch_model.bin` (a BertForMaskedLM state dict, keys
 prefixed `bert.`, plus `cls.` tensors) and a `vocab.txt`. This writes the

@@ -1,0 +1,187 @@
+//! Stages 2–5 behind one value: a neural model (encoder + head) or a
+//! baseline, and the whole pipeline from source text to labelled units.
+
+use std::path::{Path, PathBuf};
+
+use crate::encode::{Embedder, Engine, RunOptions};
+use crate::error::{MawqifError, Result};
+use crate::head::{cues, default_head_dir, features, Head};
+use crate::hub::snapshot_identity;
+use crate::label::{Label, Scores};
+use crate::model::{ModelDir, ModelProfile};
+use crate::report::LabelledUnit;
+use crate::text::{Segment, Segmenter};
+
+/// How to load a neural classifier: given as values, never read from the
+/// environment or the working directory by the library.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub engine: Engine,
+    /// The folder whose `heads/<name>/` holds the heads shipped for hub
+    /// models (the repository's `models/`).
+    pub models_root: PathBuf,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            engine: Engine::auto(),
+            models_root: PathBuf::from("models"),
+        }
+    }
+}
+
+/// Result of classifying a list of sentences.
+#[derive(Debug, Clone, Default)]
+pub struct Classification {
+    pub scores: Vec<Scores>,
+    /// Things a user should know (truncated sentences), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The neural model or a baseline.
+pub enum Classifier {
+    Neural {
+        embedder: Box<Embedder>,
+        head: Box<Head>,
+    },
+    /// The transparent rule baseline of [`cues`].
+    Cues,
+    /// Always the same label (the majority class of some gold set).
+    Constant(Label),
+}
+
+impl Classifier {
+    /// Load a model directory and its head (explicit, or the default place).
+    pub fn load_neural(
+        model_dir: &Path,
+        head_dir: Option<&Path>,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let dir = ModelDir::open(model_dir)?;
+        let head_dir = match head_dir {
+            Some(h) => h.to_path_buf(),
+            None => find_default_head(model_dir, &dir.profile, &options.models_root)?,
+        };
+        Self::with_head(&dir, &head_dir, options.engine)
+    }
+
+    /// The encoder of `dir` (with the head's fine-tuned layers, if any) and the head.
+    pub fn with_head(dir: &ModelDir, head_dir: &Path, engine: Engine) -> Result<Self> {
+        let head = Head::load(head_dir)?;
+        let override_file = head
+            .spec
+            .encoder_override
+            .as_ref()
+            .map(|f| head_dir.join(f));
+        let embedder = Embedder::load(dir, override_file.as_deref(), engine)?;
+        head.check_encoder(head_dir, embedder.dim(), embedder.profile.pooling)?;
+        Ok(Classifier::Neural {
+            embedder: Box::new(embedder),
+            head: Box::new(head),
+        })
+    }
+
+    /// A short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Classifier::Neural { embedder, head } => {
+                let mut n = embedder.profile.id.clone();
+                if head.spec.hidden.is_some() {
+                    n.push_str("+mlp");
+                }
+                n
+            }
+            Classifier::Cues => "cues".into(),
+            Classifier::Constant(l) => format!("constant:{l}"),
+        }
+    }
+
+    pub fn classify(
+        &self,
+        texts: &[&str],
+        options: &RunOptions,
+        on_batch: impl FnMut(usize),
+    ) -> Result<Classification> {
+        match self {
+            Classifier::Neural { embedder, head } => {
+                let (vectors, warnings) = embedder.embed(texts, options, on_batch)?;
+                let scores = vectors
+                    .iter()
+                    .zip(texts)
+                    .map(|(v, t)| head.predict(&features(v, t, &head.spec.features)))
+                    .collect();
+                Ok(Classification { scores, warnings })
+            }
+            Classifier::Cues => Ok(Classification {
+                scores: texts.iter().map(|t| cues::cue_scores(t)).collect(),
+                warnings: Vec::new(),
+            }),
+            Classifier::Constant(l) => Ok(Classification {
+                scores: vec![Scores::certain(*l); texts.len()],
+                warnings: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// The head that goes with a model when none is given: `<model>/head/`,
+/// else `heads/<model name>/` beside the model directory, or under
+/// `models_root` for hub snapshots (which live in the shared cache).
+pub fn find_default_head(
+    model_dir: &Path,
+    profile: &ModelProfile,
+    models_root: &Path,
+) -> Result<PathBuf> {
+    let inside = model_dir.join("head");
+    if inside.join("head.json").is_file() {
+        return Ok(inside);
+    }
+    let root = if snapshot_identity(model_dir).is_some() {
+        models_root
+    } else {
+        model_dir.parent().unwrap_or(Path::new("."))
+    };
+    let shipped = default_head_dir(root, &profile.id);
+    if shipped.join("head.json").is_file() {
+        return Ok(shipped);
+    }
+    Err(MawqifError::MissingFile {
+        path: shipped,
+        hint: format!(
+            "no classifier head for {}; pass --head DIR or train one with `mawqif train --model {}`",
+            profile.id,
+            model_dir.display()
+        ),
+    })
+}
+
+/// Segment one text and label its units.
+pub fn classify_text(
+    file: &str,
+    source: &str,
+    classifier: &Classifier,
+    options: &RunOptions,
+    on_batch: impl FnMut(usize),
+) -> Result<(Vec<LabelledUnit>, Vec<String>)> {
+    let segments = Segmenter::new().segment(source);
+    classify_segments(file, &segments, classifier, options, on_batch)
+}
+
+/// Label units that are already segmented.
+pub fn classify_segments(
+    file: &str,
+    segments: &[Segment],
+    classifier: &Classifier,
+    options: &RunOptions,
+    on_batch: impl FnMut(usize),
+) -> Result<(Vec<LabelledUnit>, Vec<String>)> {
+    let texts: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
+    let result = classifier.classify(&texts, options, on_batch)?;
+    let units = segments
+        .iter()
+        .zip(result.scores)
+        .map(|(s, sc)| LabelledUnit::new(file, s, sc))
+        .collect();
+    Ok((units, result.warnings))
+}

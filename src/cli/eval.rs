@@ -1,0 +1,149 @@
+//! `mawqif eval`: argument parsing and output; the scoring lives in the library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use mawqif::eval::scoreboard::System;
+use mawqif::eval::{
+    build_report, majority_label, predictions_for_gold, read_gold, read_predictions, GoldFormat,
+    BOOTSTRAP_SEED,
+};
+use mawqif::text::input::read_text;
+use mawqif::{Classifier, RunOptions};
+
+use super::Context;
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+mawqif eval --gold eval/fixtures/article.gold.jsonl --model cues --model majority\n  \
+mawqif eval --gold eval/fixtures/article.gold.jsonl --model models/multilingual-e5-small --errors\n  \
+mawqif classify --format jsonl eval/fixtures/article.txt > pred.jsonl\n  \
+mawqif eval --gold eval/fixtures/article.gold.jsonl --pred pred.jsonl --format markdown\n  \
+mawqif eval --gold my.tsv --gold-format checkthat --model cues\n\n\
+Each --pred and --model adds a column. Gold JSONL spans are matched to predictions by span;\n\
+CheckThat! TSV by sentence_id. The `cues` baseline is always computed for reference.")]
+pub struct EvalArgs {
+    /// Gold labels (JSONL with id/start/end/text/label/alt, or CheckThat! TSV)
+    #[arg(long)]
+    gold: PathBuf,
+    /// Layout of the gold file (and of --pred files)
+    #[arg(long, value_enum, default_value = "jsonl")]
+    gold_format: GoldFormatArg,
+    /// Source text the gold spans point into (default: GOLD with .gold.jsonl → .txt, if present)
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// A prediction file (`mawqif classify --format jsonl` output); repeatable
+    #[arg(long)]
+    pred: Vec<PathBuf>,
+    /// A model directory, `cues` or `majority`, run on the gold sentences; repeatable
+    #[arg(long)]
+    model: Vec<String>,
+    /// Classifier head for every --model directory (default: each model's own head)
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// Output format (default: table)
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+    /// List each misclassified sentence with gold, prediction and score
+    #[arg(long)]
+    errors: bool,
+    /// Seed of the bootstrap resampling
+    #[arg(long, default_value_t = BOOTSTRAP_SEED)]
+    seed: u64,
+    /// Sentences per encoder forward pass
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// CPU threads for the encoder
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GoldFormatArg {
+    Jsonl,
+    Checkthat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+fn default_source(gold: &Path) -> Option<PathBuf> {
+    let name = gold.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gold.jsonl")?;
+    let candidate = gold.with_file_name(format!("{stem}.txt"));
+    candidate.is_file().then_some(candidate)
+}
+
+pub fn run(ctx: &Context, args: EvalArgs) -> Result<()> {
+    super::init_threads(args.threads)?;
+    if args.pred.is_empty() && args.model.is_empty() {
+        bail!("nothing to score: give at least one --pred FILE or --model DIR|cues|majority");
+    }
+    let format = match args.gold_format {
+        GoldFormatArg::Jsonl => GoldFormat::Jsonl,
+        GoldFormatArg::Checkthat => GoldFormat::CheckThat,
+    };
+    let gold = read_gold(&args.gold, format)?;
+    let source = match args.text.clone().or_else(|| default_source(&args.gold)) {
+        Some(p) if format == GoldFormat::Jsonl => Some(read_text(&p)?),
+        _ => None,
+    };
+    let mut classifiers: Vec<(String, Classifier)> = Vec::new();
+    for m in &args.model {
+        let c = match m.as_str() {
+            "majority" => Classifier::Constant(majority_label(&gold)),
+            other => super::load_classifier(ctx, other, args.head.as_deref())?,
+        };
+        let name = match m.as_str() {
+            "majority" | "cues" => m.clone(),
+            _ => c.name(),
+        };
+        classifiers.push((name, c));
+    }
+    let neural = classifiers
+        .iter()
+        .filter(|(_, c)| matches!(c, Classifier::Neural { .. }))
+        .count();
+    let bar = super::progress(neural * gold.len(), "evaluating");
+    let options = RunOptions {
+        batch_size: args.batch_size.max(1),
+        allow_long: true,
+    };
+    let in_context =
+        |e: anyhow::Error| e.context(format!("evaluating against {}", args.gold.display()));
+    let mut systems = Vec::new();
+    for path in &args.pred {
+        systems.push(System {
+            name: path.display().to_string(),
+            predictions: read_predictions(path, format).map_err(|e| in_context(e.into()))?,
+            from: path.clone(),
+        });
+    }
+    let texts: Vec<&str> = gold.iter().map(|g| g.text.as_str()).collect();
+    for (name, classifier) in &classifiers {
+        let result = classifier
+            .classify(&texts, &options, |n| bar.inc(n as u64))
+            .map_err(|e| in_context(e.into()))?;
+        systems.push(System {
+            name: name.clone(),
+            predictions: predictions_for_gold(&gold, result.scores),
+            from: args.gold.clone(),
+        });
+    }
+    let report = build_report(&args.gold, &gold, source.as_deref(), &systems, args.seed)
+        .map_err(|e| in_context(e.into()))?;
+    bar.finish_and_clear();
+    let text = match args.format {
+        ReportFormat::Table => report.to_table(args.errors),
+        ReportFormat::Json => report.to_json() + "\n",
+        ReportFormat::Markdown => report.to_markdown(args.errors),
+    };
+    print!("{text}");
+    Ok(())
+}

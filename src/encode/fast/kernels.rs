@@ -1,0 +1,490 @@
+//! Every `unsafe` line of mawqif lives here: the CPU-feature proofs, the
+//! AVX-512 kernels, the f32 `gemm` call, and the one way parallel tasks
+//! write into a shared buffer (disjoint blocks, checked before any task
+//! runs). Everything outside this module is safe code calling safe wrappers.
+#![allow(unsafe_code)]
+
+use std::marker::PhantomData;
+
+use rayon::prelude::*;
+
+use super::math::bf16_bits;
+
+/// Rows 6 × columns 64 per bf16 kernel step: 24 accumulators + 4 B vectors
+/// + 1 broadcast fit the 32 AVX-512 registers.
+pub(super) const MR: usize = 6;
+pub(super) const NB: usize = 4;
+pub(super) const LANES: usize = 16;
+/// Pairs of k per slice of B that the bf16 kernel keeps in L1.
+const KC: usize = 64;
+
+/// Proof that this CPU has AVX-512F and AVX-512 BF16: the only way to get
+/// one is [`Avx512Bf16::detect`], so a bf16 kernel cannot be reached on a
+/// CPU without the instructions.
+#[derive(Debug, Clone, Copy)]
+pub struct Avx512Bf16(());
+
+impl Avx512Bf16 {
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            (std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16"))
+            .then_some(Avx512Bf16(()))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+}
+
+/// Proof that this CPU has AVX-512F (the attention kernels).
+#[derive(Debug, Clone, Copy)]
+pub struct Avx512F(());
+
+impl Avx512F {
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f").then_some(Avx512F(()))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+}
+
+/// A `rows` × `cols` block of a row-major buffer, owned by one task.
+pub(super) struct Block<'a> {
+    ptr: *mut f32,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+    _buffer: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a Block is the only handle to its elements (par_blocks checks that
+// blocks are disjoint), so moving it to another thread is like moving a
+// `&mut [f32]`.
+unsafe impl Send for Block<'_> {}
+
+impl Block<'_> {
+    /// Row `i` of the block (`cols` values).
+    pub(super) fn row(&mut self, i: usize) -> &mut [f32] {
+        assert!(
+            i < self.rows,
+            "row {i} outside a block of {} rows",
+            self.rows
+        );
+        // SAFETY: rows < self.rows lie inside the buffer (checked in
+        // par_blocks) and no other Block covers these elements.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.stride), self.cols) }
+    }
+}
+
+/// The buffer's base pointer, carried into rayon closures.
+struct BasePtr(*mut f32);
+// SAFETY: only used to derive disjoint Blocks (see par_blocks).
+unsafe impl Sync for BasePtr {}
+
+impl BasePtr {
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Run `task(band, strip, block)` in parallel for every band × strip of a
+/// row-major `buf` with rows `stride` long. `bands` are `(first row, rows)`,
+/// ascending and non-overlapping; strips are `strip` columns wide (the last
+/// one may be narrower). The blocks are disjoint, so the tasks never write
+/// the same element.
+pub(super) fn par_blocks<F>(
+    buf: &mut [f32],
+    stride: usize,
+    bands: &[(usize, usize)],
+    strip: usize,
+    task: F,
+) where
+    F: Fn(usize, usize, Block<'_>) + Sync,
+{
+    assert!(stride > 0 && strip > 0, "empty rows or strips");
+    let total_rows = buf.len() / stride;
+    let mut next_free = 0;
+    for &(first, rows) in bands {
+        assert!(first >= next_free, "bands overlap or are out of order");
+        next_free = first + rows;
+        assert!(next_free <= total_rows, "band beyond the buffer");
+    }
+    let strips = stride.div_ceil(strip);
+    let base = BasePtr(buf.as_mut_ptr());
+    (0..bands.len() * strips).into_par_iter().for_each(|t| {
+        let (band, s) = (t / strips, t % strips);
+        let (first, rows) = bands[band];
+        let col0 = s * strip;
+        let block = Block {
+            ptr: base.at(first * stride + col0),
+            stride,
+            rows,
+            cols: strip.min(stride - col0),
+            _buffer: PhantomData,
+        };
+        task(band, s, block);
+    });
+}
+
+/// `y[m × n] += x[m × k] · w[n × k]ᵀ` in f32 (y arrives holding the bias).
+pub(super) fn gemm_f32(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+    assert!(x.len() >= m * k && w.len() >= n * k && y.len() >= m * n);
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && m * n * k > 1 << 18 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the strides describe x [m,k] and y [m,n] row-major and Wᵀ read
+    // from w [n,k] row-major; the assert above covers every access.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Weights packed for the bf16 kernel: bf16 pairs along k, in groups of
+/// `NB` panels of 16 output columns,
+/// `data[((group * kp + pair) * NB + panel) * 16 + lane]`; the bias is
+/// zero-padded to whole groups so masked loads stay inside it.
+pub(super) struct PackedBf16 {
+    pub(super) kp: usize,
+    pub(super) groups: usize,
+    pub(super) data: Vec<u32>,
+    pub(super) bias: Vec<f32>,
+    pub(super) cpu: Avx512Bf16,
+}
+
+/// `y[m × n] = bias + x[m × k] · Wᵀ` with bf16 inputs and f32 accumulation.
+pub(super) fn matmul_bf16(w: &PackedBf16, x: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+    let (kp, groups) = (w.kp, w.groups);
+    assert!(kp == k.div_ceil(2) && groups == n.div_ceil(LANES * NB));
+    assert!(w.data.len() == groups * kp * NB * LANES && w.bias.len() == groups * NB * LANES);
+    assert!(x.len() == m * k && y.len() == m * n);
+    let blocks = m.div_ceil(MR);
+    // Activations as bf16 pairs, rows padded to whole kernel blocks.
+    let mut a = vec![0u32; blocks * MR * kp];
+    a.par_chunks_mut(kp)
+        .zip(x.par_chunks(k))
+        .for_each(|(dst, src)| {
+            for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+            }
+            if !k.is_multiple_of(2) {
+                dst[kp - 1] = bf16_bits(src[k - 1]);
+            }
+        });
+    // Tasks: column groups × runs of row blocks, so that small batches still
+    // spread over all threads. 16 blocks = 96 rows of A per task: with k up
+    // to 1536 that is at most 288 KiB, which stays in L2 while the task's B
+    // slices pass.
+    let threads = rayon::current_num_threads().max(1);
+    let blocks_per_chunk = blocks
+        .div_ceil((threads * 2).div_ceil(groups).max(1))
+        .clamp(1, 16);
+    let bands: Vec<(usize, usize)> = (0..blocks.div_ceil(blocks_per_chunk))
+        .map(|chunk| {
+            let first = chunk * blocks_per_chunk * MR;
+            (first, (first + blocks_per_chunk * MR).min(m) - first)
+        })
+        .collect();
+    let cpu = w.cpu;
+    par_blocks(y, n, &bands, NB * LANES, |band, g, block| {
+        let b = &w.data[g * kp * NB * LANES..(g + 1) * kp * NB * LANES];
+        let bias = &w.bias[g * NB * LANES..(g + 1) * NB * LANES];
+        let first_block = band * blocks_per_chunk;
+        let masks: [u16; NB] = std::array::from_fn(|j| {
+            let valid = block.cols.saturating_sub(j * LANES).min(LANES);
+            ((1u32 << valid) - 1) as u16
+        });
+        // The product one slice of k at a time: a slice of B (KC pairs × 64
+        // columns = 16 KiB) stays in L1 while every row block of this task
+        // passes over it. The first slice starts from the bias.
+        let mut q0 = 0;
+        while q0 < kp {
+            let q1 = (q0 + KC).min(kp);
+            let mut row = 0;
+            while row < block.rows {
+                let rows = (block.rows - row).min(MR);
+                let a_block = &a[(first_block * MR + row) * kp..][..MR * kp];
+                tile_bf16(
+                    cpu,
+                    a_block,
+                    kp,
+                    b,
+                    q0,
+                    q1,
+                    (q0 == 0).then_some(bias),
+                    &block,
+                    row,
+                    rows,
+                    &masks,
+                );
+                row += MR;
+            }
+            q0 = q1;
+        }
+    });
+}
+
+/// One kernel step on rows `row..row + rows` of `block`.
+#[allow(clippy::too_many_arguments)]
+fn tile_bf16(
+    cpu: Avx512Bf16,
+    a: &[u32],
+    kp: usize,
+    b: &[u32],
+    q0: usize,
+    q1: usize,
+    bias: Option<&[f32]>,
+    block: &Block<'_>,
+    row: usize,
+    rows: usize,
+    masks: &[u16; NB],
+) {
+    let _ = cpu;
+    assert!(a.len() >= MR * kp && b.len() >= q1 * NB * LANES && q0 <= q1 && q1 <= kp);
+    assert!(bias.is_none_or(|bias| bias.len() >= NB * LANES));
+    assert!(row + rows <= block.rows && rows <= MR && block.cols <= NB * LANES);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `cpu` proves avx512f + avx512bf16. A holds MR rows of kp pairs,
+    // B at least q1 pairs of NB panels, the bias NB panels; the C tile is the
+    // `rows` × `cols` corner of this task's block at `row`, and `masks` select
+    // only its `cols` columns (all asserted above).
+    unsafe {
+        bf16_tile(
+            a.as_ptr(),
+            kp,
+            b.as_ptr(),
+            q0,
+            q1,
+            bias.map(|b| b.as_ptr()),
+            block.ptr.add(row * block.stride),
+            block.stride,
+            rows,
+            masks,
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, b, q0, q1, bias, block, row, rows, masks);
+        unreachable!("an Avx512Bf16 proof exists only on x86_64")
+    }
+}
+
+/// `C[rows × cols] += A_block[:, q0..q1] · B_group[q0..q1, :]` for one block
+/// of `MR` rows and `NB` panels of 16 columns; with `bias`, C is overwritten
+/// with `bias + product` instead. `a` is the block's first row (rows `kp`
+/// pairs apart, padded to `MR` rows), `b` the group's packed panels, `bias`
+/// the group's first bias value, `c` the tile's first element (rows `ldc`
+/// apart); only the first `rows` rows and the columns set in `masks` are
+/// read or written.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn bf16_tile(
+    a: *const u32,
+    kp: usize,
+    b: *const u32,
+    q0: usize,
+    q1: usize,
+    bias: Option<*const f32>,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    masks: &[u16; NB],
+) {
+    use std::arch::x86_64::*;
+    let init: [__m512; NB] = match bias {
+        Some(bp) => std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], bp.add(j * LANES))),
+        None => [_mm512_setzero_ps(); NB],
+    };
+    let mut acc = [init; MR];
+    for q in q0..q1 {
+        let bv: [__m512bh; NB] = std::array::from_fn(|j| {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                b.add((q * NB + j) * LANES) as *const _,
+            ))
+        });
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                *a.add(i * kp + q) as i32,
+            ));
+            for j in 0..NB {
+                acc_row[j] = _mm512_dpbf16_ps(acc_row[j], av, bv[j]);
+            }
+        }
+    }
+    for (i, acc_row) in acc.iter().enumerate().take(rows) {
+        for j in 0..NB {
+            if masks[j] == 0 {
+                continue;
+            }
+            let p = c.add(i * ldc + j * LANES);
+            let value = if bias.is_some() {
+                acc_row[j]
+            } else {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(masks[j], p), acc_row[j])
+            };
+            _mm512_mask_storeu_ps(p, masks[j], value);
+        }
+    }
+}
+
+/// `scores[j] = q · K[j]` for all `lp` (padded) keys, 64 keys per pass with
+/// the accumulators in registers; `kt` is Kᵀ `[d][lp]`, `lp` a multiple of 16.
+pub(super) fn scores_avx512(cpu: Avx512F, q: &[f32], kt: &[f32], lp: usize, scores: &mut [f32]) {
+    let _ = cpu;
+    assert!(lp.is_multiple_of(LANES) && kt.len() >= q.len() * lp && scores.len() >= lp);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `cpu` proves avx512f; kt holds d rows of lp values and scores
+    // lp values (asserted), and every load/store is a whole 16-lane vector
+    // inside them because lp is a multiple of 16.
+    unsafe {
+        scores_kernel(q, kt, lp, scores)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (q, kt, lp, scores);
+        unreachable!("an Avx512F proof exists only on x86_64")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scores_kernel(q: &[f32], kt: &[f32], lp: usize, scores: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let kp = kt.as_ptr();
+    let mut jb = 0;
+    while jb < lp {
+        let width = ((lp - jb) / LANES).min(4);
+        let mut s = [_mm512_setzero_ps(); 4];
+        for (c, &qc) in q.iter().enumerate() {
+            let bq = _mm512_set1_ps(qc);
+            let row = kp.add(c * lp + jb);
+            for (t, st) in s.iter_mut().enumerate().take(width) {
+                *st = _mm512_fmadd_ps(bq, _mm512_loadu_ps(row.add(t * LANES)), *st);
+            }
+        }
+        for (t, st) in s.iter().enumerate().take(width) {
+            _mm512_storeu_ps(scores.as_mut_ptr().add(jb + t * LANES), *st);
+        }
+        jb += width * LANES;
+    }
+}
+
+/// `acc = Σ_j p[j] · V[j]` over rows of `v` that are `stride` apart;
+/// `acc.len()` is a multiple of 16 up to 128.
+pub(super) fn weighted_rows_avx512(
+    cpu: Avx512F,
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    acc: &mut [f32],
+) {
+    let _ = cpu;
+    let d = acc.len();
+    assert!(d.is_multiple_of(LANES) && d <= 8 * LANES);
+    assert!(p.is_empty() || v.len() >= (p.len() - 1) * stride + d);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `cpu` proves avx512f; row j of v spans j·stride..j·stride + d,
+    // inside v for every j < p.len() (asserted), and acc is whole vectors.
+    unsafe {
+        weighted_rows_kernel(p, v, stride, acc)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (p, v, stride, acc);
+        unreachable!("an Avx512F proof exists only on x86_64")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_rows_kernel(p: &[f32], v: &[f32], stride: usize, acc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let vectors = acc.len() / LANES;
+    let mut out = [_mm512_setzero_ps(); 8];
+    let vp = v.as_ptr();
+    for (j, &pj) in p.iter().enumerate() {
+        let w = _mm512_set1_ps(pj);
+        let row = vp.add(j * stride);
+        for (t, o) in out.iter_mut().enumerate().take(vectors) {
+            *o = _mm512_fmadd_ps(w, _mm512_loadu_ps(row.add(t * LANES)), *o);
+        }
+    }
+    for (t, o) in out.iter().enumerate().take(vectors) {
+        _mm512_storeu_ps(acc.as_mut_ptr().add(t * LANES), *o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_the_buffer_once() {
+        let mut buf = vec![0f32; 7 * 10];
+        par_blocks(
+            &mut buf,
+            10,
+            &[(0, 3), (3, 4)],
+            4,
+            |band, strip, mut block| {
+                for i in 0..block.rows {
+                    for v in block.row(i) {
+                        *v += (band * 10 + strip + 1) as f32;
+                    }
+                }
+            },
+        );
+        // Every element written exactly once, by the block that owns it.
+        for (r, row) in buf.chunks(10).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let band = if r < 3 { 0 } else { 1 };
+                assert_eq!(v, (band * 10 + c / 4 + 1) as f32, "({r}, {c})");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "bands overlap")]
+    fn overlapping_bands_are_refused() {
+        let mut buf = vec![0f32; 40];
+        par_blocks(&mut buf, 10, &[(0, 3), (2, 2)], 4, |_, _, _| {});
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the buffer")]
+    fn bands_past_the_end_are_refused() {
+        let mut buf = vec![0f32; 40];
+        par_blocks(&mut buf, 10, &[(2, 3)], 4, |_, _, _| {});
+    }
+}

@@ -1,0 +1,199 @@
+//! Linear layers `y = x · Wᵀ + b` of the fast engine, in f32 (through
+//! `gemm`) or bf16 (weights packed once for the AVX-512 BF16 kernel).
+
+use candle_nn::VarBuilder;
+
+use crate::error::{MawqifError, Result};
+
+use super::kernels::{self, Avx512Bf16, PackedBf16, LANES, NB};
+use super::math::bf16_bits;
+use super::{to_vec, Precision};
+
+enum LinearWeights {
+    F32(Vec<f32>),
+    Bf16(PackedBf16),
+}
+
+/// A linear layer with `W` of shape `[n, k]`.
+pub(super) struct Linear {
+    n: usize,
+    k: usize,
+    bias: Vec<f32>,
+    weights: LinearWeights,
+}
+
+impl Linear {
+    /// Fails with [`MawqifError::Bf16Unsupported`] for bf16 on a CPU without
+    /// AVX-512 BF16: the kernel can only be built where it can run.
+    pub(super) fn new(
+        w: Vec<f32>,
+        n: usize,
+        k: usize,
+        bias: Vec<f32>,
+        precision: Precision,
+    ) -> Result<Self> {
+        if w.len() != n * k || bias.len() != n {
+            return Err(MawqifError::ShapeMismatch(format!(
+                "a linear layer of {n} × {k} got {} weights and {} biases",
+                w.len(),
+                bias.len()
+            )));
+        }
+        let weights = match precision {
+            Precision::F32 => LinearWeights::F32(w),
+            Precision::Bf16 => {
+                let cpu = Avx512Bf16::detect().ok_or(MawqifError::Bf16Unsupported)?;
+                LinearWeights::Bf16(pack_bf16(&w, n, k, &bias, cpu))
+            }
+        };
+        Ok(Self {
+            n,
+            k,
+            bias,
+            weights,
+        })
+    }
+
+    pub(super) fn load(vb: &VarBuilder, n: usize, k: usize, precision: Precision) -> Result<Self> {
+        let w = to_vec(vb.get((n, k), "weight")?)?;
+        let b = to_vec(vb.get(n, "bias")?)?;
+        Self::new(w, n, k, b, precision)
+    }
+
+    /// Stack the rows of several layers with the same input: one product
+    /// instead of three for Q, K and V.
+    pub(super) fn load_fused(
+        vbs: &[VarBuilder],
+        n: usize,
+        k: usize,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut w = Vec::with_capacity(vbs.len() * n * k);
+        let mut b = Vec::with_capacity(vbs.len() * n);
+        for vb in vbs {
+            w.extend(to_vec(vb.get((n, k), "weight")?)?);
+            b.extend(to_vec(vb.get(n, "bias")?)?);
+        }
+        Self::new(w, vbs.len() * n, k, b, precision)
+    }
+
+    /// `x` is `[m, k]`; returns `[m, n]`.
+    pub(super) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * self.n];
+        match &self.weights {
+            LinearWeights::F32(w) => {
+                for row in y.chunks_exact_mut(self.n) {
+                    row.copy_from_slice(&self.bias);
+                }
+                kernels::gemm_f32(x, w, &mut y, m, self.n, self.k);
+            }
+            LinearWeights::Bf16(packed) => {
+                kernels::matmul_bf16(packed, x, &mut y, m, self.n, self.k)
+            }
+        }
+        y
+    }
+}
+
+/// bf16 pairs along k, in groups of `NB` panels of 16 output columns; the
+/// bias padded to whole groups.
+fn pack_bf16(w: &[f32], n: usize, k: usize, bias: &[f32], cpu: Avx512Bf16) -> PackedBf16 {
+    let kp = k.div_ceil(2);
+    let groups = n.div_ceil(LANES * NB);
+    let mut data = vec![0u32; groups * kp * NB * LANES];
+    for col in 0..n {
+        let (panel, lane) = (col / LANES, col % LANES);
+        let (g, j) = (panel / NB, panel % NB);
+        let row = &w[col * k..(col + 1) * k];
+        for q in 0..kp {
+            let lo = bf16_bits(row[2 * q]);
+            let hi = if 2 * q + 1 < k {
+                bf16_bits(row[2 * q + 1])
+            } else {
+                0
+            };
+            data[((g * kp + q) * NB + j) * LANES + lane] = lo | (hi << 16);
+        }
+    }
+    let mut padded_bias = bias.to_vec();
+    padded_bias.resize(groups * NB * LANES, 0.0);
+    PackedBf16 {
+        kp,
+        groups,
+        data,
+        bias: padded_bias,
+        cpu,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn reference(x: &[f32], w: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                y[r * n + c] = b[c] + (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum::<f32>();
+            }
+        }
+        y
+    }
+
+    pub(crate) fn numbers(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32
+                    / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn linear_layers_match_a_plain_product_at_odd_sizes() {
+        // Sizes that are not multiples of the kernel's blocks, odd k included.
+        for (m, n, k) in [(1, 5, 3), (7, 70, 33), (13, 130, 64)] {
+            let x = numbers(m * k, 1);
+            let w = numbers(n * k, 2);
+            let b = numbers(n, 3);
+            let want = reference(&x, &w, &b, m, n, k);
+            let f32_out = Linear::new(w.clone(), n, k, b.clone(), Precision::F32)
+                .unwrap()
+                .forward(&x, m);
+            for (a, e) in f32_out.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-4, "f32 {m}x{n}x{k}");
+            }
+            match Linear::new(w, n, k, b, Precision::Bf16) {
+                Ok(linear) => {
+                    let out = linear.forward(&x, m);
+                    for (a, e) in out.iter().zip(&want) {
+                        // bf16 keeps 8 bits of mantissa: allow for k products of that error.
+                        assert!(
+                            (a - e).abs() < 0.02 * (k as f32).sqrt(),
+                            "bf16 {m}x{n}x{k}: {a} vs {e}"
+                        );
+                    }
+                }
+                Err(MawqifError::Bf16Unsupported) => {
+                    crate::encode::fast::skip_without_bf16("bf16 linear layers")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_bf16_layer_cannot_be_built_without_the_instructions() {
+        let built = Linear::new(vec![1.0; 4], 2, 2, vec![0.0; 2], Precision::Bf16);
+        assert_eq!(built.is_ok(), Avx512Bf16::detect().is_some());
+    }
+
+    #[test]
+    fn wrong_shapes_are_an_error() {
+        assert!(matches!(
+            Linear::new(vec![1.0; 5], 2, 2, vec![0.0; 2], Precision::F32),
+            Err(MawqifError::ShapeMismatch(_))
+        ));
+    }
+}

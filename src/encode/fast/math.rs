@@ -1,0 +1,205 @@
+//! Scalar building blocks of the fast engine, written so that the compiler
+//! vectorizes the loops over them (no branches, independent accumulators).
+
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::HiddenAct;
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+use super::to_vec;
+
+/// f32 → bf16 bits, rounding to nearest even (as PyTorch and oneDNN do).
+#[inline(always)]
+pub(super) fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
+    // A select, not a branch, so that loops over it vectorize.
+    if x.is_nan() {
+        0x7fc0
+    } else {
+        rounded
+    }
+}
+
+/// erf as a rational function of x² on [-4, 4] (erf is ±1 to f32
+/// precision beyond): only multiplies, adds and one divide, so loops over
+/// it vectorize. The coefficients are the widely used ones of Eigen's
+/// `generic_fast_erf_float`; error is a few ulp.
+#[inline(always)]
+pub(super) fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600_2e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329_4e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+/// e^x for the softmax, vectorizable: 2^n · P(r) with |r| ≤ ln2/2
+/// (Cephes' expf polynomial), relative error about 2e-7.
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Dot product with 16 independent accumulators, so it vectorizes.
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 16..c * 16 + 16], &b[c * 16..c * 16 + 16]);
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 16..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// Largest element, with 16 lanes so that it vectorizes.
+pub(super) fn max_of(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        for l in 0..16 {
+            acc[l] = acc[l].max(a[c * 16 + l]);
+        }
+    }
+    a[chunks * 16..]
+        .iter()
+        .chain(acc.iter())
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+pub(super) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        for l in 0..16 {
+            acc[l] += a[c * 16 + l];
+        }
+    }
+    acc.iter().sum::<f32>() + a[chunks * 16..].iter().sum::<f32>()
+}
+
+/// The feed-forward activation, in place.
+pub(super) fn activate(x: &mut [f32], act: HiddenAct) {
+    x.par_chunks_mut(4096).for_each(|chunk| match act {
+        HiddenAct::Gelu => {
+            for v in chunk {
+                *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        }
+        HiddenAct::GeluApproximate => {
+            for v in chunk {
+                let inner = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+                *v = 0.5 * *v * (1.0 + inner.tanh());
+            }
+        }
+        HiddenAct::Relu => {
+            for v in chunk {
+                *v = v.max(0.0);
+            }
+        }
+    });
+}
+
+pub(super) struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub(super) fn load(vb: &VarBuilder, h: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: to_vec(vb.get(h, "weight")?)?,
+            bias: to_vec(vb.get(h, "bias")?)?,
+            eps: eps as f32,
+        })
+    }
+
+    /// `x = LayerNorm(x + residual)`, row by row.
+    pub(super) fn apply_residual(&self, x: &mut [f32], residual: &[f32]) {
+        let h = self.weight.len();
+        x.par_chunks_mut(h)
+            .zip(residual.par_chunks(h))
+            .for_each(|(row, res)| {
+                for (v, r) in row.iter_mut().zip(res) {
+                    *v += r;
+                }
+                self.normalize_row(row);
+            });
+    }
+
+    pub(super) fn normalize_row(&self, row: &mut [f32]) {
+        let h = row.len() as f32;
+        let mean = sum(row) / h;
+        row.iter_mut().for_each(|v| *v -= mean);
+        let var = dot(row, row) / h;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            *v = *v * inv * w + b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between two bf16 values: ties go to even.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(bf16_bits(-2.0), 0xc000);
+    }
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x})");
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        for i in -800..=800 {
+            let x = i as f32 / 10.0;
+            let rel = ((exp(x) - x.exp()) / x.exp()).abs();
+            assert!(rel < 1e-6, "exp({x}): {} vs {}", exp(x), x.exp());
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Gold sets and prediction files, and pairing one with the other.
+//!
+//! Gold sets are JSONL (`{"id","start","end","text","label","alt"}`, spans
+//! into the source text) or CLEF CheckThat! TSV (`sentence_id<TAB>sentence<TAB>label`).
+//! Predictions are `mawqif classify` JSONL (matched by span) or CheckThat! TSV
+//! (matched by id). Unmatched sentences are counted, never dropped silently.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MawqifError, Result};
+use crate::label::{Label, Scores};
+use crate::report::LabelledUnit;
+
+/// One gold sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldItem {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<usize>,
+    pub text: String,
+    pub label: Label,
+    #[serde(default)]
+    pub alt: Option<Label>,
+}
+
+impl GoldItem {
+    pub fn span(&self) -> Option<(usize, usize)> {
+        Some((self.start?, self.end?))
+    }
+}
+
+/// One predicted sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub id: Option<String>,
+    pub span: Option<(usize, usize)>,
+    pub text: String,
+    pub label: Label,
+    pub scores: Option<Scores>,
+}
+
+impl From<&LabelledUnit> for Prediction {
+    fn from(u: &LabelledUnit) -> Self {
+        Prediction {
+            id: Some(u.index.to_string()),
+            span: Some((u.start, u.end)),
+            text: u.text.clone(),
+            label: u.label,
+            scores: Some(u.scores.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoldFormat {
+    Jsonl,
+    CheckThat,
+}
+
+fn read_nonempty(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| MawqifError::io(path, e))?;
+    if text.trim().is_empty() {
+        return Err(MawqifError::EmptyInput {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(text)
+}
+
+fn bad(path: &Path, line: usize, reason: impl Into<String>) -> MawqifError {
+    MawqifError::BadRecord {
+        path: path.to_path_buf(),
+        line,
+        reason: reason.into(),
+    }
+}
+
+fn parse_label(path: &Path, line: usize, s: &str) -> Result<Label> {
+    s.trim()
+        .parse::<Label>()
+        .map_err(|e| bad(path, line, e.to_string()))
+}
+
+/// Read a gold set; ids must be unique and `alt` must differ from `label`.
+pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
+    let text = read_nonempty(path)?;
+    let mut items = Vec::new();
+    let mut seen = HashSet::new();
+    for (k, line) in text.lines().enumerate() {
+        let lineno = k + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item = match format {
+            GoldFormat::Jsonl => {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| bad(path, lineno, format!("not JSON: {e}")))?;
+                let label = v
+                    .get("label")
+                    .and_then(|l| l.as_str())
+                    .ok_or_else(|| bad(path, lineno, "no \"label\" string"))?;
+                let label = parse_label(path, lineno, label)?;
+                let alt = match v.get("alt") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(a) => Some(parse_label(
+                        path,
+                        lineno,
+                        a.as_str()
+                            .ok_or_else(|| bad(path, lineno, "\"alt\" is not a string"))?,
+                    )?),
+                };
+                let id = match v.get("id") {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Number(n)) => n.to_string(),
+                    _ => return Err(bad(path, lineno, "no \"id\"")),
+                };
+                let text = v
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| bad(path, lineno, "no \"text\" string"))?
+                    .to_string();
+                let offset = |key: &str| v.get(key).and_then(|x| x.as_u64()).map(|x| x as usize);
+                GoldItem {
+                    id,
+                    start: offset("start"),
+                    end: offset("end"),
+                    text,
+                    label,
+                    alt,
+                }
+            }
+            GoldFormat::CheckThat => {
+                let cols: Vec<&str> = line.split('\t').collect();
+                if k == 0 && cols.first().is_some_and(|c| c.trim() == "sentence_id") {
+                    continue;
+                }
+                if cols.len() < 3 {
+                    return Err(bad(
+                        path,
+                        lineno,
+                        "expected sentence_id<TAB>sentence<TAB>label",
+                    ));
+                }
+                GoldItem {
+                    id: cols[0].trim().to_string(),
+                    start: None,
+                    end: None,
+                    text: cols[1].to_string(),
+                    label: parse_label(path, lineno, cols[2])?,
+                    alt: None,
+                }
+            }
+        };
+        if item.alt == Some(item.label) {
+            return Err(bad(path, lineno, "alt repeats the label; use null"));
+        }
+        if !seen.insert(item.id.clone()) {
+            return Err(bad(path, lineno, format!("duplicate id {:?}", item.id)));
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// Read predictions: `classify` JSONL, or CheckThat! TSV.
+pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Prediction>> {
+    let text = read_nonempty(path)?;
+    let mut preds = Vec::new();
+    for (k, line) in text.lines().enumerate() {
+        let lineno = k + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match format {
+            GoldFormat::Jsonl => {
+                let u: LabelledUnit = serde_json::from_str(line).map_err(|e| {
+                    bad(
+                        path,
+                        lineno,
+                        format!("not a `mawqif classify` JSONL record: {e}"),
+                    )
+                })?;
+                preds.push(Prediction::from(&u));
+            }
+            GoldFormat::CheckThat => {
+                let cols: Vec<&str> = line.split('\t').collect();
+                if k == 0 && cols.first().is_some_and(|c| c.trim() == "sentence_id") {
+                    continue;
+                }
+                if cols.len() < 3 {
+                    return Err(bad(
+                        path,
+                        lineno,
+                        "expected sentence_id<TAB>sentence<TAB>label",
+                    ));
+                }
+                preds.push(Prediction {
+                    id: Some(cols[0].trim().to_string()),
+                    span: None,
+                    text: cols[1].to_string(),
+                    label: parse_label(path, lineno, cols[2])?,
+                    scores: None,
+                });
+            }
+        }
+    }
+    Ok(preds)
+}
+
+/// Gold items paired with their predictions.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub pairs: Vec<(GoldItem, Prediction)>,
+    /// Gold sentences with no prediction.
+    pub missing: Vec<GoldItem>,
+    /// Predictions with no gold sentence.
+    pub extra: usize,
+}
+
+/// Pair by span when gold has spans, else by id. A prediction at a gold span
+/// with different text means the file is for another text: an error.
+pub fn match_predictions(
+    gold: &[GoldItem],
+    preds: &[Prediction],
+    pred_path: &Path,
+) -> Result<Matched> {
+    let by_span = gold.iter().all(|g| g.span().is_some()) && preds.iter().all(|p| p.span.is_some());
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (k, p) in preds.iter().enumerate() {
+        let key = if by_span {
+            p.span.map(|(s, e)| format!("{s}:{e}")).unwrap_or_default()
+        } else {
+            p.id.clone().unwrap_or_default()
+        };
+        index.insert(key, k);
+    }
+    let mut pairs = Vec::new();
+    let mut missing = Vec::new();
+    let mut used = HashSet::new();
+    for g in gold {
+        let key = if by_span {
+            g.span()
+                .map(|(s, e)| format!("{s}:{e}"))
+                .unwrap_or_default()
+        } else {
+            g.id.clone()
+        };
+        match index.get(&key) {
+            Some(&k) => {
+                let p = &preds[k];
+                if p.text.trim() != g.text.trim() {
+                    return Err(bad(
+                        pred_path,
+                        k + 1,
+                        format!(
+                            "prediction at gold sentence {} has different text: is this file for another text?",
+                            g.id
+                        ),
+                    ));
+                }
+                used.insert(k);
+                pairs.push((g.clone(), p.clone()));
+            }
+            None => missing.push(g.clone()),
+        }
+    }
+    if pairs.is_empty() {
+        return Err(MawqifError::NoMatchingPredictions {
+            path: pred_path.to_path_buf(),
+            by: if by_span { "span" } else { "id" },
+        });
+    }
+    Ok(Matched {
+        pairs,
+        missing,
+        extra: preds.len() - used.len(),
+    })
+}
+
+/// Predictions for the gold sentences themselves, from a classifier's
+/// scores in gold order: what a system run on the gold texts produced.
+pub fn predictions_for_gold(gold: &[GoldItem], scores: Vec<Scores>) -> Vec<Prediction> {
+    gold.iter()
+        .zip(scores)
+        .map(|(g, s)| Prediction {
+            id: Some(g.id.clone()),
+            span: g.span(),
+            text: g.text.clone(),
+            label: s.best(),
+            scores: Some(s),
+        })
+        .collect()
+}

@@ -1,0 +1,410 @@
+//! A transparent rule baseline over Arabic cue words, and the cue features a
+//! head may read next to the encoder vector.
+//!
+//! The rules follow the decision procedure of `LABELS.md` (endorsement, then
+//! quotation, then opinion, else report) with word lists anyone can audit.
+//! Matching is on normalized words (no diacritics or tatweel, one alef form,
+//! common proclitics removed), so `وأشاد` and `أشاد` both hit.
+
+use crate::label::{Label, Scores};
+use crate::text::arabic::{is_arabic_letter, is_mark};
+
+/// Endorsement: approval, support, praise, welcome, congratulation, condolence.
+const ENDORSE_STEMS: &[&str] = &[
+    "اشاد",
+    "يشيد",
+    "تشيد",
+    "مشيدا",
+    "مشيده",
+    "اشادته",
+    "اشاده",
+    "اشادات",
+    "رحب",
+    "يرحب",
+    "ترحب",
+    "مرحبا",
+    "ترحيب",
+    "ترحيبه",
+    "ترحيبا",
+    "ايد",
+    "ايدت",
+    "ايده",
+    "ايدوا",
+    "يويد",
+    "تويد",
+    "تاييد",
+    "تاييده",
+    "تاييدها",
+    "تاييدا",
+    "ثمن",
+    "يثمن",
+    "تثمن",
+    "ثمنت",
+    "مثمنا",
+    "بارك",
+    "باركت",
+    "يبارك",
+    "مباركه",
+    "هنات",
+    "يهني",
+    "تهنئه",
+    "تهاني",
+    "عزى",
+    "تعزيه",
+    "تعازي",
+    "تضامن",
+    "تضامنه",
+    "تضامنها",
+    "شجاع",
+    "شجاعه",
+    "تاريخي",
+    "التاريخي",
+    "تاريخيه",
+    "مكسب",
+    "مكسبا",
+    "انجاز",
+    "انجازا",
+    "بطولي",
+    "بطوليه",
+    "امتنان",
+    "شكر",
+    "يشكر",
+    "تقدير",
+    "تقديره",
+];
+const ENDORSE_PHRASES: &[&str] = &[
+    "الاتجاه الصحيح",
+    "دعمه",
+    "دعمها",
+    "دعمهم",
+    "بدعم واسع",
+    "دعم واسع",
+];
+/// Verbs and phrases that attribute speech to a source.
+const SAY_STEMS: &[&str] = &[
+    "قال",
+    "قالت",
+    "يقول",
+    "تقول",
+    "اكد",
+    "اكدت",
+    "يوكد",
+    "توكد",
+    "موكدا",
+    "اوضح",
+    "اوضحت",
+    "يوضح",
+    "اضاف",
+    "اضافت",
+    "صرح",
+    "صرحت",
+    "اشار",
+    "اشارت",
+    "مشيرا",
+    "مشيره",
+    "شدد",
+    "شددت",
+    "مشددا",
+    "بينت",
+    "نقل",
+    "نقلت",
+    "افاد",
+    "افادت",
+    "دعا",
+    "دعت",
+    "يدعو",
+    "تدعو",
+    "داعيه",
+    "داعيا",
+    "طالب",
+    "طالبت",
+    "يطالب",
+    "ناشد",
+    "ناشدت",
+    "كشف",
+    "كشفت",
+    "لفت",
+    "لفتت",
+    "نوه",
+    "نوهت",
+    "اعتبر",
+    "اعتبرت",
+    "يعتبر",
+    "وصف",
+    "وصفت",
+    "اعلن",
+    "اعلنت",
+    "يعلن",
+    "بيان",
+    "البيان",
+    "حسب",
+    "بحسب",
+    "وفق",
+    "وفقا",
+    "نقلا",
+    "تصريح",
+    "تصريحات",
+    "كلمته",
+    "كلمتها",
+    "حذر",
+    "حذرت",
+];
+/// Vague collectives and impersonal or modal markers of opinion.
+const OPINION_STEMS: &[&str] = &[
+    "يرى",
+    "ترى",
+    "يعتقد",
+    "تعتقد",
+    "يتوقع",
+    "تتوقع",
+    "المتوقع",
+    "المنتظر",
+    "المرتقب",
+    "ربما",
+    "قد",
+    "يجب",
+    "ينبغي",
+    "لابد",
+    "مراقبون",
+    "المراقبون",
+    "مراقبين",
+    "محللون",
+    "المحللون",
+    "محللين",
+    "مويدو",
+    "هولاء",
+    "يبدو",
+    "لعل",
+    "يبقى",
+    "يفترض",
+    "الاجدر",
+];
+const VAGUE_SOURCES: &[&str] = &[
+    "مراقبون",
+    "المراقبون",
+    "محللون",
+    "المحللون",
+    "مويدو",
+    "هولاء",
+    "يرى",
+    "ترى",
+    "يعتقد",
+    "يتوقع",
+    "اوساط",
+    "متابعون",
+];
+const NEGATIONS: &[&str] = &[
+    "لم", "لا", "لن", "عدم", "رفض", "رفضت", "يرفض", "دون", "ليس", "غير",
+];
+const QUOTE_MARKS: &[char] = &['«', '»', '“', '”', '"'];
+
+/// Names of the cue features, in the order [`cue_features`] returns them.
+pub const CUE_FEATURES: &[&str] = &[
+    "endorse_cues",
+    "say_cues",
+    "opinion_cues",
+    "vague_source",
+    "quote_marks",
+    "colon",
+    "question",
+    "negation",
+    "no_final_punct",
+];
+
+/// Arabic text reduced for cue matching.
+pub fn normalize_word(word: &str) -> String {
+    word.chars()
+        .filter(|&c| !is_mark(c))
+        .map(|c| match c {
+            'أ' | 'إ' | 'آ' | 'ٱ' => 'ا',
+            'ؤ' => 'و',
+            'ئ' => 'ي',
+            'ى' => 'ي',
+            'ة' => 'ه',
+            _ => c,
+        })
+        .filter(|&c| is_arabic_letter(c))
+        .collect()
+}
+
+/// The word and its forms without the common proclitics و ف ب ل ك and ال.
+fn word_forms(word: &str) -> Vec<String> {
+    let mut forms = vec![word.to_string()];
+    let mut w: &str = word;
+    for _ in 0..2 {
+        if let Some(rest) = w.strip_prefix(['و', 'ف']) {
+            if rest.chars().count() >= 2 {
+                forms.push(rest.to_string());
+                w = rest;
+            }
+        }
+    }
+    let snapshot: Vec<String> = forms.clone();
+    for f in snapshot {
+        for p in ["بال", "لل", "وال", "ال", "ب", "ل", "ك"] {
+            if let Some(rest) = f.strip_prefix(p) {
+                if rest.chars().count() >= 2 {
+                    forms.push(rest.to_string());
+                }
+            }
+        }
+    }
+    forms
+}
+
+struct CueCounts {
+    endorse: usize,
+    endorse_negated: usize,
+    say: usize,
+    opinion: usize,
+    vague: bool,
+    quotes: usize,
+    colon: bool,
+    question: bool,
+    negation: usize,
+    no_final_punct: bool,
+}
+
+fn count(text: &str) -> CueCounts {
+    let words: Vec<String> = text.split_whitespace().map(normalize_word).collect();
+    let has = |k: usize, list: &[&str]| {
+        word_forms(&words[k])
+            .iter()
+            .any(|f| list.contains(&f.as_str()))
+    };
+    let is_neg = |k: usize| NEGATIONS.contains(&words[k].as_str());
+    let mut c = CueCounts {
+        endorse: 0,
+        endorse_negated: 0,
+        say: 0,
+        opinion: 0,
+        vague: false,
+        quotes: text.chars().filter(|ch| QUOTE_MARKS.contains(ch)).count(),
+        colon: text.contains(':'),
+        question: text.contains(['?', '؟']),
+        negation: 0,
+        no_final_punct: !text
+            .trim_end()
+            .ends_with(['.', '!', '?', '؟', '»', '"', '”']),
+    };
+    let joined = words.join(" ");
+    for k in 0..words.len() {
+        if is_neg(k) {
+            c.negation += 1;
+        }
+        if has(k, ENDORSE_STEMS) {
+            if k > 0 && is_neg(k - 1) {
+                c.endorse_negated += 1;
+            } else {
+                c.endorse += 1;
+            }
+        }
+        if has(k, SAY_STEMS) {
+            c.say += 1;
+        }
+        if has(k, OPINION_STEMS) {
+            c.opinion += 1;
+        }
+        // A vague collective within the first words is the sentence's source.
+        if k < 4 && has(k, VAGUE_SOURCES) {
+            c.vague = true;
+        }
+    }
+    c.endorse += ENDORSE_PHRASES
+        .iter()
+        .filter(|p| joined.contains(&normalize_word_seq(p)))
+        .count();
+    c
+}
+
+fn normalize_word_seq(s: &str) -> String {
+    s.split_whitespace()
+        .map(normalize_word)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The rule baseline's label for one sentence.
+pub fn cue_label(text: &str) -> Label {
+    let c = count(text);
+    if c.endorse > 0 {
+        return Label::Endorsement;
+    }
+    if c.vague {
+        return Label::Opinion;
+    }
+    if c.say > 0 || c.quotes >= 2 {
+        return Label::Quotation;
+    }
+    if c.opinion > 0 || c.question {
+        return Label::Opinion;
+    }
+    Label::Report
+}
+
+/// The rule baseline as scores (all mass on its label).
+pub fn cue_scores(text: &str) -> Scores {
+    Scores::certain(cue_label(text))
+}
+
+/// Transparent features for a head, in [`CUE_FEATURES`] order; counts are
+/// capped so one long sentence cannot dominate.
+pub fn cue_features(text: &str) -> Vec<f32> {
+    let c = count(text);
+    let cap = |n: usize| n.min(3) as f32;
+    vec![
+        cap(c.endorse),
+        cap(c.say),
+        cap(c.opinion),
+        c.vague as u8 as f32,
+        cap(c.quotes / 2),
+        c.colon as u8 as f32,
+        c.question as u8 as f32,
+        cap(c.negation + c.endorse_negated),
+        c.no_final_punct as u8 as f32,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worked_examples_of_the_scheme() {
+        assert_eq!(
+            cue_label("وصل الوفد إلى العاصمة صباح اليوم في زيارة تستغرق يومين."),
+            Label::Report
+        );
+        assert_eq!(
+            cue_label("وقال الوزير: «لن نتراجع عن هذا القرار»."),
+            Label::Quotation
+        );
+        assert_eq!(
+            cue_label("وأوضح المتحدث باسم الوزارة أن الخطة تشمل ثلاث مراحل."),
+            Label::Quotation
+        );
+        assert_eq!(
+            cue_label("رحّبت الأحزاب بالاتفاق ووصفته بأنه إنجاز وطني."),
+            Label::Endorsement
+        );
+        assert_eq!(
+            cue_label("يرى مراقبون أن الاتفاق قد يفتح الباب أمام تسوية أوسع."),
+            Label::Opinion
+        );
+    }
+
+    #[test]
+    fn negated_support_is_not_endorsement() {
+        assert_ne!(
+            cue_label("أعلن الحزب رفض تأييد المرشح."),
+            Label::Endorsement
+        );
+        assert_ne!(cue_label("الحزب لم يؤيد القرار."), Label::Endorsement);
+    }
+
+    #[test]
+    fn features_have_declared_length() {
+        assert_eq!(cue_features("قال الوزير: «نعم».").len(), CUE_FEATURES.len());
+        assert_eq!(normalize_word("أَشادَ"), "اشاد");
+    }
+}

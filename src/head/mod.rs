@@ -1,0 +1,244 @@
+//! Stage 5: turn sentence vectors into label probabilities.
+//!
+//! Contract: a [`Head`] maps one feature vector (pooled encoder output,
+//! optionally followed by the transparent cue features of [`cues`]: see
+//! [`features`]) to a probability for each of the four labels, summing to 1.
+//! A head is stored as `head.safetensors` (tensors) + `head.json`
+//! ([`HeadSpec`]).
+
+pub mod cues;
+pub mod features;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MawqifError, Result};
+use crate::files::write_atomic;
+use crate::label::{Label, Scores};
+use crate::model::e5s1::save_safetensors;
+use crate::model::Pooling;
+
+pub use features::{features, FeatureSpec};
+
+/// `head.json`: what the head was trained on and how to feed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadSpec {
+    pub format: String,
+    pub labels: Vec<Label>,
+    pub encoder_id: String,
+    pub encoder_revision: String,
+    pub pooling: Pooling,
+    pub features: FeatureSpec,
+    /// Width of the hidden layer (ReLU), or None for a linear head.
+    pub hidden: Option<usize>,
+    /// Safetensors file in the head directory with fine-tuned encoder layers
+    /// that replace the base model's tensors of the same names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_override: Option<String>,
+    /// Free-form provenance: data, seed, metrics.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+pub const HEAD_FORMAT: &str = "mawqif-head/1";
+
+/// A linear or one-hidden-layer classifier over standardized features.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub spec: HeadSpec,
+    /// Per-feature mean and scale applied before the first layer.
+    pub feature_mean: Vec<f32>,
+    pub feature_scale: Vec<f32>,
+    /// Layers as (weight [out][in] row-major, bias [out]).
+    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Head {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let json_path = dir.join("head.json");
+        let st_path = dir.join("head.safetensors");
+        let text = std::fs::read_to_string(&json_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => MawqifError::MissingFile {
+                path: json_path.clone(),
+                hint: "no classifier head here; pass --head DIR or train one with `mawqif train`"
+                    .into(),
+            },
+            _ => MawqifError::io(&json_path, e),
+        })?;
+        let spec: HeadSpec = serde_json::from_str(&text)
+            .map_err(|e| MawqifError::malformed(&json_path, e.to_string()))?;
+        if spec.format != HEAD_FORMAT {
+            return Err(MawqifError::malformed(
+                &json_path,
+                format!("format {:?}, expected {HEAD_FORMAT:?}", spec.format),
+            ));
+        }
+        if spec.labels != Label::ALL {
+            return Err(MawqifError::malformed(
+                &json_path,
+                "labels must be [report, quotation, endorsement, opinion] in that order",
+            ));
+        }
+        let tensors = candle_core::safetensors::load(&st_path, &Device::Cpu).map_err(|e| {
+            if st_path.exists() {
+                MawqifError::malformed(&st_path, e.to_string())
+            } else {
+                MawqifError::MissingFile {
+                    path: st_path.clone(),
+                    hint: "head.json needs its head.safetensors beside it".into(),
+                }
+            }
+        })?;
+        let vec1 = |name: &str, len: usize| -> Result<Vec<f32>> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| MawqifError::malformed(&st_path, format!("no tensor {name}")))?;
+            let v = t
+                .flatten_all()
+                .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())?;
+            if v.len() != len {
+                return Err(MawqifError::malformed(
+                    &st_path,
+                    format!("tensor {name} has {} values, expected {len}", v.len()),
+                ));
+            }
+            Ok(v)
+        };
+        let n_in = spec.features.len();
+        let mut dims = vec![n_in];
+        if let Some(h) = spec.hidden {
+            dims.push(h);
+        }
+        dims.push(Label::ALL.len());
+        let mut layers = Vec::new();
+        for k in 0..dims.len() - 1 {
+            let w = vec1(&format!("layers.{k}.weight"), dims[k + 1] * dims[k])?;
+            let b = vec1(&format!("layers.{k}.bias"), dims[k + 1])?;
+            layers.push((w, b));
+        }
+        Ok(Self {
+            feature_mean: vec1("feature_mean", n_in)?,
+            feature_scale: vec1("feature_scale", n_in)?,
+            layers,
+            spec,
+        })
+    }
+
+    /// Write `head.safetensors` and `head.json` into `dir` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| MawqifError::io(dir, e))?;
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        let n_in = self.spec.features.len();
+        let put = |t: &mut HashMap<String, Tensor>, name: String, v: &[f32]| -> Result<()> {
+            t.insert(name, Tensor::from_slice(v, v.len(), &Device::Cpu)?);
+            Ok(())
+        };
+        put(&mut tensors, "feature_mean".into(), &self.feature_mean)?;
+        put(&mut tensors, "feature_scale".into(), &self.feature_scale)?;
+        let mut fan_in = n_in;
+        for (k, (w, b)) in self.layers.iter().enumerate() {
+            let out = b.len();
+            tensors.insert(
+                format!("layers.{k}.weight"),
+                Tensor::from_slice(w, (out, fan_in), &Device::Cpu)?,
+            );
+            put(&mut tensors, format!("layers.{k}.bias"), b)?;
+            fan_in = out;
+        }
+        save_safetensors(&tensors, &dir.join("head.safetensors"))?;
+        let json = serde_json::to_string_pretty(&self.spec)?;
+        write_atomic(&dir.join("head.json"), format!("{json}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Probabilities for one feature vector of length `spec.features.len()`.
+    pub fn predict(&self, features: &[f32]) -> Scores {
+        let mut x: Vec<f32> = features
+            .iter()
+            .zip(self.feature_mean.iter().zip(&self.feature_scale))
+            .map(|(&v, (&m, &s))| (v - m) * s)
+            .collect();
+        let last = self.layers.len().saturating_sub(1);
+        for (k, (w, b)) in self.layers.iter().enumerate() {
+            let n_in = x.len();
+            let mut y: Vec<f32> = b.clone();
+            for (o, yo) in y.iter_mut().enumerate() {
+                let row = &w[o * n_in..(o + 1) * n_in];
+                *yo += row.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
+            }
+            if k < last {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            x = y;
+        }
+        Scores::from_logits(&x)
+    }
+
+    /// Check that this head can read vectors of `dim` from encoder `id`.
+    pub fn check_encoder(&self, dir: &Path, dim: usize, pooling: Pooling) -> Result<()> {
+        if self.spec.features.embedding_dim != dim {
+            return Err(MawqifError::HeadMismatch {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the head reads {}-dim vectors but the encoder gives {dim}",
+                    self.spec.features.embedding_dim
+                ),
+            });
+        }
+        if self.spec.pooling != pooling {
+            return Err(MawqifError::HeadMismatch {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the head was trained on {:?} pooling but the model uses {:?}",
+                    self.spec.pooling, pooling
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where a model's default head lives: `models/heads/<encoder dir name>/`.
+pub fn default_head_dir(models_root: &Path, encoder_id: &str) -> PathBuf {
+    let name = encoder_id.rsplit('/').next().unwrap_or(encoder_id);
+    models_root.join("heads").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_save_load_predict() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = HeadSpec {
+            format: HEAD_FORMAT.into(),
+            labels: Label::ALL.to_vec(),
+            encoder_id: "test".into(),
+            encoder_revision: "r".into(),
+            pooling: Pooling::Mean,
+            features: FeatureSpec {
+                embedding_dim: 2,
+                cues: false,
+            },
+            hidden: None,
+            encoder_override: None,
+            training: serde_json::Value::Null,
+        };
+        let head = Head {
+            spec,
+            feature_mean: vec![0.0, 0.0],
+            feature_scale: vec![1.0, 1.0],
+            layers: vec![(vec![1., 0., 0., 1., -1., 0., 0., -1.], vec![0.; 4])],
+        };
+        head.save(dir.path()).unwrap();
+        let back = Head::load(dir.path()).unwrap();
+        assert_eq!(back.predict(&[0.0, 5.0]).best(), Label::Quotation);
+        assert_eq!(back.predict(&[-5.0, 0.0]).best(), Label::Endorsement);
+        assert!(back.check_encoder(dir.path(), 3, Pooling::Mean).is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! A head for an encoder that has none: trained once on the bundled
+//! training data and kept in mawqif's cache.
+
+use std::path::{Path, PathBuf};
+
+use crate::classifier::{find_default_head, Classifier, LoadOptions};
+use crate::encode::Embedder;
+use crate::error::Result;
+use crate::model::ModelDir;
+
+use super::cache::auto_head_dir;
+use super::data::load_examples;
+use super::fit::TrainOptions;
+use super::recipe::{train_frozen, FrozenTraining, Quiet};
+
+/// Like [`Classifier::load_neural`], but when the model has no head
+/// anywhere, train the default head on `train_data` (gold JSONL files or
+/// directories) once and keep it under `cache_root` ([`auto_head_dir`]).
+/// `notify` is told what is happening, since this takes a while.
+pub fn load_or_train(
+    model_dir: &Path,
+    head_dir: Option<&Path>,
+    train_data: &[PathBuf],
+    cache_root: &Path,
+    options: &LoadOptions,
+    mut notify: impl FnMut(&str),
+) -> Result<Classifier> {
+    let dir = ModelDir::open(model_dir)?;
+    let profile = &dir.profile;
+    let found = match head_dir {
+        Some(h) => Some(h.to_path_buf()),
+        None => find_default_head(model_dir, profile, &options.models_root).ok(),
+    };
+    let auto_dir = auto_head_dir(cache_root, &profile.id, &profile.revision);
+    let head_dir = match found {
+        Some(h) => h,
+        None if auto_dir.join("head.json").is_file() => {
+            notify(&format!(
+                "using the head trained earlier for {} in {}",
+                profile.id,
+                auto_dir.display()
+            ));
+            auto_dir
+        }
+        None if !train_data.is_empty() && train_data.iter().all(|p| p.exists()) => {
+            let embedder = Embedder::load(&dir, None, options.engine)?;
+            let examples = load_examples(train_data)?;
+            notify(&format!(
+                "no classifier head for {}: training one on {} labelled sentences from {}; it will be kept in {}",
+                embedder.profile.id,
+                examples.len(),
+                train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                auto_dir.display()
+            ));
+            let training = FrozenTraining {
+                options: TrainOptions::default(),
+                cues: true,
+                dev_fraction: 0.0,
+                cv_folds: None,
+                batch_size: 16,
+                cache_root: cache_root.to_path_buf(),
+            };
+            let mut trained =
+                train_frozen(&embedder, &examples, train_data, &training, &mut Quiet)?;
+            trained.head.spec.training = serde_json::json!({
+                "data": train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "sentences": examples.len(),
+                "trained": "automatically on first use",
+            });
+            trained.head.save(&auto_dir)?;
+            // The encoder just loaded serves the classifier too: load it once.
+            let head = crate::head::Head::load(&auto_dir)?;
+            head.check_encoder(&auto_dir, embedder.dim(), embedder.profile.pooling)?;
+            return Ok(Classifier::Neural {
+                embedder: Box::new(embedder),
+                head: Box::new(head),
+            });
+        }
+        None => find_default_head(model_dir, profile, &options.models_root)?,
+    };
+    Classifier::with_head(&dir, &head_dir, options.engine)
+}

@@ -1,0 +1,23 @@
+//! Training heads (and fine-tuning encoders) on labelled sentences.
+//!
+//! [`data`] loads gold files and splits them by text; [`fit`] fits a head
+//! on feature rows; [`cache`] keeps sentence vectors on disk; [`finetune`]
+//! trains encoder layers with the head; [`recipe`] is the one place the
+//! steps are put together (dev split, cross-validation, scoring); [`auto`]
+//! trains a head on first use for an encoder that has none.
+
+pub mod auto;
+pub mod cache;
+pub mod data;
+pub mod finetune;
+pub mod fit;
+pub mod recipe;
+
+pub use auto::load_or_train;
+pub use data::{load_examples, Example};
+pub use finetune::{FineTuneOptions, ENCODER_OVERRIDE_FILE};
+pub use fit::{train_head, HeadKind, TrainOptions};
+pub use recipe::{
+    cross_validate, train_fine_tuned, train_frozen, FineTuneTraining, FrozenTraining,
+    TrainObserver, Trained,
+};
