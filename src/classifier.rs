@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::encode::{Embedder, Engine, RunOptions};
 use crate::error::{MawqifError, Result};
+use crate::head::features::previous_units;
 use crate::head::{cues, default_head_dir, features, Head};
 use crate::hub::snapshot_identity;
 use crate::label::{Label, Scores};
@@ -97,9 +98,23 @@ impl Classifier {
         }
     }
 
+    /// Scores of `texts`, read as consecutive units of one text (a head
+    /// with context features sees each unit's predecessor).
     pub fn classify(
         &self,
         texts: &[&str],
+        options: &RunOptions,
+        on_batch: impl FnMut(usize),
+    ) -> Result<Classification> {
+        self.classify_units(texts, &previous_units(texts), options, on_batch)
+    }
+
+    /// Scores of `texts`, where `previous[i]` is the unit before `texts[i]`
+    /// in its own text (None for a first unit).
+    pub fn classify_units(
+        &self,
+        texts: &[&str],
+        previous: &[Option<&str>],
         options: &RunOptions,
         on_batch: impl FnMut(usize),
     ) -> Result<Classification> {
@@ -109,7 +124,8 @@ impl Classifier {
                 let scores = vectors
                     .iter()
                     .zip(texts)
-                    .map(|(v, t)| head.predict(&features(v, t, &head.spec.features)))
+                    .zip(previous.iter().copied().chain(std::iter::repeat(None)))
+                    .map(|((v, t), p)| head.predict(&features(v, t, p, &head.spec.features)))
                     .collect();
                 Ok(Classification { scores, warnings })
             }

@@ -11,6 +11,7 @@ use clap::Args;
 
 use mawqif::files::write_atomic;
 use mawqif::head::features;
+use mawqif::head::features::previous_units;
 use mawqif::text::input::read_text;
 use mawqif::{Classifier, Embedder, Label, RunOptions, Segmenter};
 
@@ -327,9 +328,10 @@ fn compare(
         let agree = theirs
             .iter()
             .zip(texts)
+            .zip(previous_units(texts))
             .zip(labels)
-            .filter(|((v, t), ours)| {
-                let s = head.predict(&features(v, t, &head.spec.features));
+            .filter(|(((v, t), p), ours)| {
+                let s = head.predict(&features(v, t, *p, &head.spec.features));
                 Some(s.best()) == **ours
             })
             .count();

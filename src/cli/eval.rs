@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
+use mawqif::eval::gold::previous_in_document;
 use mawqif::eval::scoreboard::System;
 use mawqif::eval::{
     build_report, majority_label, predictions_for_gold, read_gold, read_predictions, GoldFormat,
@@ -126,9 +127,10 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<()> {
         });
     }
     let texts: Vec<&str> = gold.iter().map(|g| g.text.as_str()).collect();
+    let previous = previous_in_document(&gold);
     for (name, classifier) in &classifiers {
         let result = classifier
-            .classify(&texts, &options, |n| bar.inc(n as u64))
+            .classify_units(&texts, &previous, &options, |n| bar.inc(n as u64))
             .map_err(|e| in_context(e.into()))?;
         systems.push(System {
             name: name.clone(),

@@ -41,6 +41,9 @@ pub struct TrainArgs {
     /// Leave out the transparent cue features (cue-word counts, quote marks…)
     #[arg(long)]
     no_cues: bool,
+    /// Also give the head the previous unit's cue features
+    #[arg(long)]
+    context: bool,
     /// L2 penalty on the weights
     #[arg(long, default_value_t = 0.3)]
     l2: f32,
@@ -62,18 +65,25 @@ pub struct TrainArgs {
     /// Also report K-fold cross-validation grouped by text
     #[arg(long)]
     cv_by_text: Option<usize>,
-    /// Fine-tune the top encoder layers with the head (early stopping on the dev split);
-    /// only the changed layers are stored, beside the head
+    /// Fine-tune the encoder with the head (LoRA updates on every linear layer,
+    /// biases and layer norms; early stopping on the dev split); only the
+    /// changes are stored, beside the head
     #[arg(long)]
     fine_tune: bool,
-    /// How many top encoder layers --fine-tune trains
-    #[arg(long, default_value_t = 4)]
+    /// How many top encoder layers --fine-tune trains (default: all)
+    #[arg(long, default_value_t = 12)]
     fine_tune_layers: usize,
     /// Most epochs of --fine-tune (fewer when the dev score stops improving)
     #[arg(long, default_value_t = 4)]
     fine_tune_epochs: usize,
-    /// AdamW learning rate of the encoder layers under --fine-tune
-    #[arg(long, default_value_t = 2e-5)]
+    /// Rank of the LoRA updates under --fine-tune
+    #[arg(long, default_value_t = 16)]
+    lora_rank: usize,
+    /// LoRA scale numerator α (update = α / rank · B·A)
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f32,
+    /// Peak AdamW learning rate of the encoder's tensors under --fine-tune
+    #[arg(long, default_value_t = 5e-4)]
     lr_encoder: f64,
     /// AdamW learning rate of the head under --fine-tune
     #[arg(long, default_value_t = 1e-3)]
@@ -130,10 +140,10 @@ impl TrainObserver for Console {
         };
         match r.dev_macro_f1 {
             Some(f1) => eprintln!(
-                "  epoch {}: train loss {loss}, dev macro-F1 {f1:.3}",
-                r.epoch
+                "  epoch {}: train loss {loss}, dev macro-F1 {f1:.3} ({:.0}s)",
+                r.epoch, r.seconds
             ),
-            None => eprintln!("  epoch {}: train loss {loss}", r.epoch),
+            None => eprintln!("  epoch {}: train loss {loss} ({:.0}s)", r.epoch, r.seconds),
         }
     }
 
@@ -196,6 +206,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
             seed: args.seed,
         },
         cues: !args.no_cues,
+        context: args.context,
         dev_fraction: args.dev_fraction,
         cv_folds: args.cv_by_text,
         batch_size: args.batch_size.max(1),
@@ -291,6 +302,9 @@ fn run_fine_tune(
             batch_size: args.batch_size.max(1),
             seed: args.seed,
             cues: !args.no_cues,
+            context: args.context,
+            rank: args.lora_rank.max(1),
+            alpha: args.lora_alpha,
             ..FineTuneOptions::default()
         },
         dev_fraction: args.dev_fraction,

@@ -282,6 +282,25 @@ pub fn match_predictions(
     })
 }
 
+/// The text a gold sentence belongs to: its id without a final `-NN`
+/// (`article-07` → `article`); an id without one stands alone.
+pub fn document_of(id: &str) -> &str {
+    match id.rsplit_once('-') {
+        Some((doc, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => doc,
+        _ => id,
+    }
+}
+
+/// The previous unit of each gold sentence within its own text.
+pub fn previous_in_document(gold: &[GoldItem]) -> Vec<Option<&str>> {
+    (0..gold.len())
+        .map(|i| {
+            let j = i.checked_sub(1)?;
+            (document_of(&gold[j].id) == document_of(&gold[i].id)).then(|| gold[j].text.as_str())
+        })
+        .collect()
+}
+
 /// Predictions for the gold sentences themselves, from a classifier's
 /// scores in gold order: what a system run on the gold texts produced.
 pub fn predictions_for_gold(gold: &[GoldItem], scores: Vec<Scores>) -> Vec<Prediction> {
@@ -295,4 +314,27 @@ pub fn predictions_for_gold(gold: &[GoldItem], scores: Vec<Scores>) -> Vec<Predi
             scores: Some(s),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_come_from_ids() {
+        assert_eq!(document_of("article-07"), "article");
+        assert_eq!(document_of("r12-00"), "r12");
+        assert_eq!(document_of("Almayadeen_15_3"), "Almayadeen_15_3");
+        assert_eq!(document_of("a-b"), "a-b");
+        let item = |id: &str, text: &str| GoldItem {
+            id: id.into(),
+            start: None,
+            end: None,
+            text: text.into(),
+            label: Label::Report,
+            alt: None,
+        };
+        let gold = [item("x-00", "a"), item("x-01", "b"), item("y-00", "c")];
+        assert_eq!(previous_in_document(&gold), vec![None, Some("a"), None]);
+    }
 }

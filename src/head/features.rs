@@ -1,5 +1,7 @@
 //! The feature vector a head reads: the pooled encoder vector, then the
-//! transparent cue features of [`super::cues`] when the head asks for them.
+//! transparent cue features of [`super::cues`] when the head asks for them,
+//! then, with context, the cue features of the unit before it in the text
+//! (a «وأضاف أن ...» sentence inherits its speaker from there).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +15,17 @@ pub struct FeatureSpec {
     /// Whether the cue features of [`cues::cue_features`] follow it.
     #[serde(default)]
     pub cues: bool,
+    /// Whether the previous unit's cue features and a "first unit" flag follow.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub context: bool,
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Features of the previous unit: its cues, then 1 when there is none.
+pub const CONTEXT_FEATURES: usize = cues::CUE_FEATURES.len() + 1;
 
 impl FeatureSpec {
     pub fn len(&self) -> usize {
@@ -23,6 +35,7 @@ impl FeatureSpec {
             } else {
                 0
             }
+            + if self.context { CONTEXT_FEATURES } else { 0 }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -30,11 +43,36 @@ impl FeatureSpec {
     }
 }
 
-/// The feature vector a head reads: the pooled vector, then cue features if asked.
-pub fn features(vector: &[f32], text: &str, spec: &FeatureSpec) -> Vec<f32> {
+/// The feature vector a head reads for `text`, whose previous unit in its
+/// text is `previous` (None for the first).
+pub fn features(
+    vector: &[f32],
+    text: &str,
+    previous: Option<&str>,
+    spec: &FeatureSpec,
+) -> Vec<f32> {
     let mut f = vector.to_vec();
     if spec.cues {
         f.extend(cues::cue_features(text));
     }
+    if spec.context {
+        match previous {
+            Some(p) => {
+                f.extend(cues::cue_features(p));
+                f.push(0.0);
+            }
+            None => {
+                f.extend(std::iter::repeat_n(0.0, cues::CUE_FEATURES.len()));
+                f.push(1.0);
+            }
+        }
+    }
     f
+}
+
+/// The previous unit of each of `texts`, taken as consecutive units of one text.
+pub fn previous_units<'a>(texts: &[&'a str]) -> Vec<Option<&'a str>> {
+    (0..texts.len())
+        .map(|i| i.checked_sub(1).map(|j| texts[j]))
+        .collect()
 }

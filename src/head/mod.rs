@@ -224,6 +224,7 @@ mod tests {
             features: FeatureSpec {
                 embedding_dim: 2,
                 cues: false,
+                context: false,
             },
             hidden: None,
             encoder_override: None,

@@ -129,7 +129,23 @@ impl SafetensorsFiles {
         Ok(Self { files, entries })
     }
 
+    /// A tensor by name; a weight with `.lora_a`/`.lora_b` beside it (a
+    /// fine-tuned low-rank update) comes back as `weight + lora_b · lora_a`.
     fn read(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.read_stored(name, dtype, dev)?;
+        let Some(base) = name.strip_suffix(".weight") else {
+            return Ok(t);
+        };
+        let (a, b) = (format!("{base}.lora_a"), format!("{base}.lora_b"));
+        if !(self.entries.contains_key(&a) && self.entries.contains_key(&b)) {
+            return Ok(t);
+        }
+        let a = self.read_stored(&a, DType::F32, dev)?;
+        let b = self.read_stored(&b, DType::F32, dev)?;
+        (t.to_dtype(DType::F32)? + b.matmul(&a)?)?.to_dtype(dtype)
+    }
+
+    fn read_stored(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let entry = self.entries.get(name).ok_or_else(|| {
             candle_core::Error::CannotFindTensor {
                 path: name.to_string(),
@@ -308,5 +324,71 @@ mod tests {
                 &Device::Cpu
             )
             .is_err());
+    }
+
+    #[test]
+    fn low_rank_updates_are_added_to_their_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        let dev = Device::Cpu;
+        let base: HashMap<String, Tensor> = [(
+            "l.weight".to_string(),
+            Tensor::from_slice(&[1f32, 0.0, 0.0, 1.0, 2.0, 2.0], (3, 2), &dev).unwrap(),
+        )]
+        .into();
+        candle_core::safetensors::save(&base, &a).unwrap();
+        // B·A = [1,2,3]ᵀ · [1,-1] (rank 1), stored in f16 as the trainer does.
+        let over: HashMap<String, Tensor> = [
+            (
+                "l.lora_a".to_string(),
+                Tensor::from_slice(&[1f32, -1.0], (1, 2), &dev)
+                    .unwrap()
+                    .to_dtype(DType::F16)
+                    .unwrap(),
+            ),
+            (
+                "l.lora_b".to_string(),
+                Tensor::from_slice(&[1f32, 2.0, 3.0], (3, 1), &dev)
+                    .unwrap()
+                    .to_dtype(DType::F16)
+                    .unwrap(),
+            ),
+        ]
+        .into();
+        candle_core::safetensors::save(&over, &b).unwrap();
+        let merged = SafetensorsFiles::open(&[&a, &b])
+            .unwrap()
+            .get(
+                Shape::from((3, 2)),
+                "l.weight",
+                candle_nn::Init::Const(0.),
+                DType::F32,
+                &dev,
+            )
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(merged, vec![2.0, -1.0, 2.0, -1.0, 5.0, -1.0]);
+        // Without the update file the weight is the base one.
+        let plain = SafetensorsFiles::open(&[&a])
+            .unwrap()
+            .get(
+                Shape::from((3, 2)),
+                "l.weight",
+                candle_nn::Init::Const(0.),
+                DType::F32,
+                &dev,
+            )
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(plain, vec![1.0, 0.0, 0.0, 1.0, 2.0, 2.0]);
     }
 }

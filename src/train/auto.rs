@@ -55,6 +55,7 @@ pub fn load_or_train(
             let training = FrozenTraining {
                 options: TrainOptions::default(),
                 cues: true,
+                context: false,
                 dev_fraction: 0.0,
                 cv_folds: None,
                 batch_size: 16,

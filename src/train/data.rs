@@ -16,6 +16,8 @@ use crate::label::Label;
 pub struct Example {
     pub doc: String,
     pub text: String,
+    /// The unit before this one in its text.
+    pub previous: Option<String>,
     pub label: Label,
     pub alt: Option<Label>,
 }
@@ -69,12 +71,14 @@ pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
                     .to_string()
             })
             .unwrap_or_default();
+        let mut previous = None;
         for GoldItem {
             text, label, alt, ..
         } in read_gold(f, GoldFormat::Jsonl)?
         {
             examples.push(Example {
                 doc: doc.clone(),
+                previous: previous.replace(text.clone()),
                 text,
                 label,
                 alt,
@@ -154,6 +158,7 @@ mod tests {
         let ex: Vec<Example> = (0..40)
             .map(|i| Example {
                 doc: format!("d{}", i / 4),
+                previous: None,
                 text: i.to_string(),
                 label: Label::Report,
                 alt: None,

@@ -274,6 +274,7 @@ mod tests {
             FeatureSpec {
                 embedding_dim: 3,
                 cues: false,
+                context: false,
             },
             kind,
         )

@@ -166,6 +166,8 @@ pub struct FrozenTraining {
     pub options: TrainOptions,
     /// Cue features next to the vector.
     pub cues: bool,
+    /// The previous unit's cue features too.
+    pub context: bool,
     /// Share of texts held out for the dev report (0: train on all).
     pub dev_fraction: f64,
     /// Also cross-validate with this many folds by text.
@@ -207,11 +209,12 @@ pub fn train_frozen(
     let feature_spec = FeatureSpec {
         embedding_dim: embedder.dim(),
         cues: training.cues,
+        context: training.context,
     };
     let rows: Vec<Vec<f32>> = vectors
         .iter()
         .zip(examples)
-        .map(|(v, e)| features(v, &e.text, &feature_spec))
+        .map(|(v, e)| features(v, &e.text, e.previous.as_deref(), &feature_spec))
         .collect();
     let options = &training.options;
     let fit = |idx: &[usize]| -> Result<Head> {
@@ -318,11 +321,15 @@ pub fn train_fine_tuned(
         let dir = ModelDir::open(model_dir)?;
         let classifier = Classifier::with_head(&dir, head_dir, training.load.engine)?;
         let texts: Vec<&str> = idx.iter().map(|&i| examples[i].text.as_str()).collect();
+        let previous: Vec<Option<&str>> = idx
+            .iter()
+            .map(|&i| examples[i].previous.as_deref())
+            .collect();
         let options = RunOptions {
             batch_size: o.batch_size.max(1),
             allow_long: true,
         };
-        let result = classifier.classify(&texts, &options, |_| {})?;
+        let result = classifier.classify_units(&texts, &previous, &options, |_| {})?;
         Ok(score_examples("dev", examples, idx, result.scores))
     };
     let cv = match training.cv_folds {
@@ -350,7 +357,7 @@ pub fn train_fine_tuned(
     };
     let (train_idx, dev_idx) = split_by_doc(examples, training.dev_fraction, o.seed);
     observer.note(&format!(
-        "fine-tuning the top {} layers on {} sentences ({} for early stopping)",
+        "fine-tuning {} layers on {} sentences ({} for early stopping)",
         o.layers,
         train_idx.len(),
         dev_idx.len()

@@ -194,8 +194,17 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
     };
     let first = run();
     assert!(first.status.success(), "{}", stderr(&first));
+    let sentences: usize = std::fs::read_dir("eval/train/gold")
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
     assert!(
-        stderr(&first).contains("training one on 1211 labelled sentences"),
+        stderr(&first).contains(&format!("training one on {sentences} labelled sentences")),
         "{}",
         stderr(&first)
     );

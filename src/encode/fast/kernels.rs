@@ -170,6 +170,118 @@ pub(super) fn gemm_f32(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, 
     }
 }
 
+/// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows` × `cols` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// Any strides; the view must lie inside `data`.
+    pub fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
+            assert!(
+                last < data.len(),
+                "a {rows} × {cols} view does not fit {} values",
+                data.len()
+            );
+        }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// `C = A · B` (or `C += A · B` with `accumulate`) in f32, where C is a
+/// row-major `m × n` block of `c` with rows `c_row_stride` apart.
+pub fn matmul(c: &mut [f32], c_row_stride: usize, accumulate: bool, a: View<'_>, b: View<'_>) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "inner dimensions differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(n <= c_row_stride && (m - 1) * c_row_stride + n <= c.len());
+    if k == 0 {
+        if !accumulate {
+            for row in c.chunks_mut(c_row_stride).take(m) {
+                row[..n].iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && m * n * k > 1 << 18 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the views were checked to lie inside their slices when made,
+    // and C's `m` rows of `n` values `c_row_stride` apart inside `c` by the
+    // assert above; `c` is borrowed mutably, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_row_stride as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// Weights packed for the bf16 kernel: bf16 pairs along k, in groups of
 /// `NB` panels of 16 output columns,
 /// `data[((group * kp + pair) * NB + panel) * 16 + lane]`; the bias is
@@ -486,5 +598,45 @@ mod tests {
     fn bands_past_the_end_are_refused() {
         let mut buf = vec![0f32; 40];
         par_blocks(&mut buf, 10, &[(2, 3)], 4, |_, _, _| {});
+    }
+
+    #[test]
+    fn matmul_handles_transposes_and_accumulation() {
+        // A = [[1,2,3],[4,5,6]] (2×3), B = Aᵀ: A·Aᵀ = [[14,32],[32,77]].
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut c = vec![1.0f32; 4];
+        matmul(
+            &mut c,
+            2,
+            false,
+            View::new(&a, 2, 3),
+            View::new(&a, 2, 3).t(),
+        );
+        assert_eq!(c, vec![14.0, 32.0, 32.0, 77.0]);
+        matmul(
+            &mut c,
+            2,
+            true,
+            View::new(&a, 2, 3),
+            View::new(&a, 2, 3).t(),
+        );
+        assert_eq!(c, vec![28.0, 64.0, 64.0, 154.0]);
+        // Aᵀ·A is 3×3, written into a wider buffer (row stride 4).
+        let mut wide = vec![0f32; 12];
+        matmul(
+            &mut wide,
+            4,
+            false,
+            View::new(&a, 2, 3).t(),
+            View::new(&a, 2, 3),
+        );
+        assert_eq!(&wide[..3], &[17.0, 22.0, 27.0]);
+        assert_eq!(wide[3], 0.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn views_must_fit_their_data() {
+        View::new(&[1.0; 5], 2, 3);
     }
 }

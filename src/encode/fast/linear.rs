@@ -15,7 +15,7 @@ enum LinearWeights {
 }
 
 /// A linear layer with `W` of shape `[n, k]`.
-pub(super) struct Linear {
+pub(crate) struct Linear {
     n: usize,
     k: usize,
     bias: Vec<f32>,
@@ -25,7 +25,7 @@ pub(super) struct Linear {
 impl Linear {
     /// Fails with [`MawqifError::Bf16Unsupported`] for bf16 on a CPU without
     /// AVX-512 BF16: the kernel can only be built where it can run.
-    pub(super) fn new(
+    pub(crate) fn new(
         w: Vec<f32>,
         n: usize,
         k: usize,
@@ -78,7 +78,7 @@ impl Linear {
     }
 
     /// `x` is `[m, k]`; returns `[m, n]`.
-    pub(super) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+    pub(crate) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.n];
         match &self.weights {
             LinearWeights::F32(w) => {

@@ -27,7 +27,7 @@ pub(super) fn bf16_bits(x: f32) -> u32 {
 /// it vectorize. The coefficients are the widely used ones of Eigen's
 /// `generic_fast_erf_float`; error is a few ulp.
 #[inline(always)]
-pub(super) fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;

@@ -17,8 +17,8 @@
 
 mod attention;
 pub mod kernels;
-mod linear;
-mod math;
+pub(crate) mod linear;
+pub(crate) mod math;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;

@@ -118,6 +118,7 @@ pub fn tiny_head() -> Head {
             features: FeatureSpec {
                 embedding_dim: HIDDEN,
                 cues: false,
+                context: false,
             },
             hidden: None,
             encoder_override: None,
