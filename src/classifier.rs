@@ -201,3 +201,16 @@ pub fn classify_segments(
         .collect();
     Ok((units, result.warnings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server shares one classifier between request handlers and its
+    /// batching thread.
+    #[test]
+    fn classifiers_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Classifier>();
+    }
+}

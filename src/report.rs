@@ -2,7 +2,8 @@
 //!
 //! Contract: [`LabelledUnit`] is the public JSONL schema of `mawqif classify`
 //! (one object per sentence: file, index, start, end, text, label, scores);
-//! [`write_units`] renders a list of them as JSONL, TSV or a terminal table.
+//! [`write_units`] renders a list of them as JSONL, TSV or a terminal table;
+//! [`ArticleProfile`] sums up one text (schema `mawqif-profile/1`).
 
 use std::io::Write;
 
@@ -135,6 +136,97 @@ pub fn write_units(
     Ok(())
 }
 
+/// The sentence with the highest probability of one label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrongestUnit {
+    pub index: usize,
+    pub score: f32,
+    pub text: String,
+}
+
+/// One text's stance profile: how much of it is each label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArticleProfile {
+    pub schema: String,
+    /// The file name or record id the text came from.
+    pub file: String,
+    pub sentences: usize,
+    /// Sentences whose best label is each label.
+    pub counts: ScoreCounts,
+    /// `counts` as shares of `sentences` (0 for an empty text).
+    pub shares: ScoreMap,
+    /// Mean probability of each label over the sentences.
+    pub mean_scores: ScoreMap,
+    /// The sentence most likely to be praise, and the one most likely to be opinion.
+    pub strongest_endorsement: Option<StrongestUnit>,
+    pub strongest_opinion: Option<StrongestUnit>,
+}
+
+/// Counts keyed by label name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScoreCounts {
+    pub report: usize,
+    pub quotation: usize,
+    pub endorsement: usize,
+    pub opinion: usize,
+}
+
+pub const PROFILE_SCHEMA: &str = "mawqif-profile/1";
+
+impl ArticleProfile {
+    /// The profile of `units`, all from the text called `file`.
+    pub fn new(file: &str, units: &[LabelledUnit]) -> Self {
+        let n = units.len();
+        let mut counts = [0usize; 4];
+        let mut sums = [0f64; 4];
+        for u in units {
+            counts[u.label.index()] += 1;
+            for (k, p) in Scores::from(u.scores).0.iter().enumerate() {
+                sums[k] += *p as f64;
+            }
+        }
+        let per = |v: [f64; 4]| -> ScoreMap {
+            let d = n.max(1) as f64;
+            Scores([
+                (v[0] / d) as f32,
+                (v[1] / d) as f32,
+                (v[2] / d) as f32,
+                (v[3] / d) as f32,
+            ])
+            .into()
+        };
+        let strongest = |label: Label| {
+            units
+                .iter()
+                .map(|u| (u, Scores::from(u.scores).get(label)))
+                .fold(None::<(&LabelledUnit, f32)>, |best, (u, p)| match best {
+                    Some((_, q)) if q >= p => best,
+                    _ => Some((u, p)),
+                })
+                .map(|(u, p)| StrongestUnit {
+                    index: u.index,
+                    score: p,
+                    text: u.text.clone(),
+                })
+        };
+        ArticleProfile {
+            schema: PROFILE_SCHEMA.to_string(),
+            file: file.to_string(),
+            sentences: n,
+            counts: ScoreCounts {
+                report: counts[0],
+                quotation: counts[1],
+                endorsement: counts[2],
+                opinion: counts[3],
+            },
+            shares: per(counts.map(|c| c as f64)),
+            mean_scores: per(sums),
+            strongest_endorsement: strongest(Label::Endorsement),
+            strongest_opinion: strongest(Label::Opinion),
+        }
+    }
+}
+
 fn write_table(out: &mut dyn Write, units: &[LabelledUnit]) -> std::io::Result<()> {
     let mut current: Option<&str> = None;
     let mut counts = [0usize; 4];
@@ -181,6 +273,35 @@ fn write_table(out: &mut dyn Write, units: &[LabelledUnit]) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_counts_shares_means_and_strongest() {
+        let seg = |i: usize, t: &str| Segment {
+            index: i,
+            start: i * 10,
+            end: i * 10 + 5,
+            text: t.into(),
+        };
+        let units = vec![
+            LabelledUnit::new("a", &seg(0, "أ"), Scores([0.7, 0.1, 0.1, 0.1])),
+            LabelledUnit::new("a", &seg(1, "ب"), Scores([0.1, 0.1, 0.6, 0.2])),
+            LabelledUnit::new("a", &seg(2, "ج"), Scores([0.1, 0.1, 0.3, 0.5])),
+            LabelledUnit::new("a", &seg(3, "د"), Scores([0.6, 0.2, 0.1, 0.1])),
+        ];
+        let p = ArticleProfile::new("a", &units);
+        assert_eq!(p.sentences, 4);
+        assert_eq!(
+            (p.counts.report, p.counts.endorsement, p.counts.opinion),
+            (2, 1, 1)
+        );
+        assert_eq!(p.shares.report, 0.5);
+        assert!((p.mean_scores.endorsement - 0.275).abs() < 1e-6);
+        assert_eq!(p.strongest_endorsement.as_ref().map(|s| s.index), Some(1));
+        assert_eq!(p.strongest_opinion.as_ref().map(|s| s.index), Some(2));
+        let empty = ArticleProfile::new("e", &[]);
+        assert_eq!((empty.sentences, empty.shares.report), (0, 0.0));
+        assert!(empty.strongest_opinion.is_none());
+    }
 
     #[test]
     fn jsonl_schema_is_stable() {

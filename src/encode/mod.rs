@@ -72,7 +72,7 @@ impl Default for Engine {
 }
 
 /// What an engine does: token ids in, final token states out.
-trait Backend {
+trait Backend: Send + Sync {
     /// States of a batch, packed: the rows of each sequence in turn,
     /// `[Σ len, hidden]`.
     fn token_states(&self, batch: &[&[u32]]) -> Result<Vec<f32>>;
