@@ -98,6 +98,16 @@ impl Classifier {
         }
     }
 
+    /// Refuse what [`Classifier::classify`] would refuse for `texts` (a
+    /// sentence far over the encoder's limit), without classifying; the
+    /// warnings it would give (truncated sentences).
+    pub fn check(&self, texts: &[&str], options: &RunOptions) -> Result<Vec<String>> {
+        match self {
+            Classifier::Neural { embedder, .. } => embedder.check(texts, options),
+            Classifier::Cues | Classifier::Constant(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Scores of `texts`, read as consecutive units of one text (a head
     /// with context features sees each unit's predecessor).
     pub fn classify(

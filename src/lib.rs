@@ -15,6 +15,7 @@
 //! all; [`eval`] scores predictions against gold and [`train`] makes heads.
 #![deny(unsafe_code)]
 
+pub mod archive;
 pub mod classifier;
 pub mod encode;
 pub mod error;

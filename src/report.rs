@@ -42,24 +42,32 @@ impl From<ScoreMap> for Scores {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelledUnit {
     pub file: String,
+    /// The record id, for records (JSONL/CSV input); absent for text files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub index: usize,
     pub start: usize,
     pub end: usize,
     pub text: String,
     pub label: Label,
     pub scores: ScoreMap,
+    /// Record fields passed through (`--keep-fields`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl LabelledUnit {
     pub fn new(file: &str, segment: &Segment, scores: Scores) -> Self {
         LabelledUnit {
             file: file.to_string(),
+            id: None,
             index: segment.index,
             start: segment.start,
             end: segment.end,
             text: segment.text.clone(),
             label: scores.best(),
             scores: scores.into(),
+            fields: None,
         }
     }
 }
@@ -89,16 +97,77 @@ pub fn write_units(
     units: &[LabelledUnit],
     format: OutputFormat,
 ) -> std::io::Result<()> {
-    match format {
-        OutputFormat::Jsonl => {
-            for u in units {
-                serde_json::to_writer(&mut *out, u)?;
+    // Ids are unit indices; with several files they carry the file name.
+    let several = units.iter().any(|u| u.file != units[0].file);
+    let mut writer = UnitWriter::new(format, several);
+    writer.start(out)?;
+    let mut i = 0;
+    while i < units.len() {
+        let file = &units[i].file;
+        let end = units[i..]
+            .iter()
+            .position(|u| &u.file != file)
+            .map_or(units.len(), |n| i + n);
+        writer.begin_text(out)?;
+        for u in &units[i..end] {
+            writer.unit(out, u)?;
+        }
+        writer.end_text(out, file)?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// Writes units as they come, text by text, in one of the output formats
+/// (the streaming form of [`write_units`]).
+pub struct UnitWriter {
+    format: OutputFormat,
+    /// CheckThat ids carry the file name when there are several inputs.
+    several: bool,
+    /// Table: texts written so far, and the current text's label counts.
+    texts: usize,
+    counts: [usize; 4],
+}
+
+impl UnitWriter {
+    pub fn new(format: OutputFormat, several: bool) -> Self {
+        Self {
+            format,
+            several,
+            texts: 0,
+            counts: [0; 4],
+        }
+    }
+
+    /// Before everything: the header of TSV and CheckThat output.
+    pub fn start(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self.format {
+            OutputFormat::Tsv => writeln!(out, "file\tindex\tstart\tend\tlabel\tscore\ttext"),
+            OutputFormat::CheckThat => writeln!(out, "sentence_id\tsentence\tlabel"),
+            OutputFormat::Jsonl | OutputFormat::Table => Ok(()),
+        }
+    }
+
+    /// A text with at least one unit starts.
+    pub fn begin_text(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.format == OutputFormat::Table {
+            if self.texts > 0 {
                 writeln!(out)?;
             }
+            self.counts = [0; 4];
+            writeln!(out, "{:>4}  {:<11} {:>5}  text", "#", "label", "p")?;
         }
-        OutputFormat::Tsv => {
-            writeln!(out, "file\tindex\tstart\tend\tlabel\tscore\ttext")?;
-            for u in units {
+        self.texts += 1;
+        Ok(())
+    }
+
+    pub fn unit(&mut self, out: &mut dyn Write, u: &LabelledUnit) -> std::io::Result<()> {
+        match self.format {
+            OutputFormat::Jsonl => {
+                serde_json::to_writer(&mut *out, u)?;
+                writeln!(out)
+            }
+            OutputFormat::Tsv => {
                 let score = Scores::from(u.scores).get(u.label);
                 writeln!(
                     out,
@@ -110,30 +179,54 @@ pub fn write_units(
                     u.label,
                     score,
                     u.text.replace(['\t', '\n'], " ")
-                )?;
+                )
             }
-        }
-        OutputFormat::Table => write_table(out, units)?,
-        OutputFormat::CheckThat => {
-            // Ids are unit indices; with several files they carry the file name.
-            let several = units.iter().any(|u| u.file != units[0].file);
-            writeln!(out, "sentence_id\tsentence\tlabel")?;
-            for u in units {
-                let id = if several {
-                    format!("{}:{}", u.file, u.index)
-                } else {
-                    u.index.to_string()
+            OutputFormat::Table => {
+                self.counts[u.label.index()] += 1;
+                let score = Scores::from(u.scores).get(u.label);
+                writeln!(
+                    out,
+                    "{:>4}  {:<11} {:>5.2}  {}",
+                    u.index,
+                    u.label.as_str(),
+                    score,
+                    u.text
+                )
+            }
+            OutputFormat::CheckThat => {
+                let id = match (&u.id, self.several) {
+                    (Some(record), _) => format!("{record}:{}", u.index),
+                    (None, true) => format!("{}:{}", u.file, u.index),
+                    (None, false) => u.index.to_string(),
                 };
                 writeln!(
                     out,
                     "{id}\t{}\t{}",
                     u.text.replace(['\t', '\n'], " "),
                     u.label
-                )?;
+                )
             }
         }
     }
-    Ok(())
+
+    /// The text `name` ended: the table's label summary line.
+    pub fn end_text(&mut self, out: &mut dyn Write, name: &str) -> std::io::Result<()> {
+        if self.format != OutputFormat::Table {
+            return Ok(());
+        }
+        let counts = self.counts;
+        let n: usize = counts.iter().sum();
+        write!(out, "── {name}: {n} sentences:")?;
+        for l in Label::ALL {
+            let c = counts[l.index()];
+            write!(
+                out,
+                "  {l} {c} ({:.0}%)",
+                100.0 * c as f64 / n.max(1) as f64
+            )?;
+        }
+        writeln!(out)
+    }
 }
 
 /// The sentence with the highest probability of one label.
@@ -225,49 +318,6 @@ impl ArticleProfile {
             strongest_opinion: strongest(Label::Opinion),
         }
     }
-}
-
-fn write_table(out: &mut dyn Write, units: &[LabelledUnit]) -> std::io::Result<()> {
-    let mut current: Option<&str> = None;
-    let mut counts = [0usize; 4];
-    let flush = |out: &mut dyn Write, file: &str, counts: &[usize; 4]| -> std::io::Result<()> {
-        let total: usize = counts.iter().sum::<usize>().max(1);
-        write!(
-            out,
-            "── {file}: {} sentences:",
-            counts.iter().sum::<usize>()
-        )?;
-        for l in Label::ALL {
-            let n = counts[l.index()];
-            write!(out, "  {l} {n} ({:.0}%)", 100.0 * n as f64 / total as f64)?;
-        }
-        writeln!(out)
-    };
-    for u in units {
-        if current != Some(u.file.as_str()) {
-            if let Some(f) = current {
-                flush(out, f, &counts)?;
-                writeln!(out)?;
-            }
-            current = Some(u.file.as_str());
-            counts = [0; 4];
-            writeln!(out, "{:>4}  {:<11} {:>5}  text", "#", "label", "p")?;
-        }
-        counts[u.label.index()] += 1;
-        let score = Scores::from(u.scores).get(u.label);
-        writeln!(
-            out,
-            "{:>4}  {:<11} {:>5.2}  {}",
-            u.index,
-            u.label.as_str(),
-            score,
-            u.text
-        )?;
-    }
-    if let Some(f) = current {
-        flush(out, f, &counts)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

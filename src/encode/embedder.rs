@@ -93,6 +93,24 @@ impl Embedder {
         options: &RunOptions,
         on_batch: impl FnMut(usize),
     ) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
+        let (tokenized, warnings) = self.tokenize(texts, options)?;
+        let vectors = self
+            .encoder
+            .embed(&tokenized, options.batch_size, on_batch)?;
+        Ok((vectors, warnings))
+    }
+
+    /// Refuse what `embed` would refuse (a sentence far over the model's
+    /// length limit), without encoding anything; the warnings `embed` would give.
+    pub fn check(&self, texts: &[&str], options: &RunOptions) -> Result<Vec<String>> {
+        self.tokenize(texts, options).map(|(_, warnings)| warnings)
+    }
+
+    fn tokenize(
+        &self,
+        texts: &[&str],
+        options: &RunOptions,
+    ) -> Result<(Vec<crate::tokenize::TokenizedSentence>, Vec<String>)> {
         let inputs: Vec<String> = texts.iter().map(|t| self.preprocessor.apply(t)).collect();
         let tokenized = self.tokenizer.encode(&inputs)?;
         let limit = self.tokenizer.max_length();
@@ -115,9 +133,6 @@ impl Embedder {
                 t.untruncated_len
             ));
         }
-        let vectors = self
-            .encoder
-            .embed(&tokenized, options.batch_size, on_batch)?;
-        Ok((vectors, warnings))
+        Ok((tokenized, warnings))
     }
 }

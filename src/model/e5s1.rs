@@ -46,12 +46,34 @@ pub struct E5s1Model {
     pub type_vocab: usize,
     pub layer_norm_eps: f32,
     pub pieces: Vec<(String, f64)>,
+    /// The file's per-codepoint normalization table: code point → replacement.
+    pub normalization: Vec<(u32, Vec<u32>)>,
     pub pad_id: u32,
     pub unk_id: u32,
     pub bos_id: u32,
     pub eos_id: u32,
     /// Tensors by E5S1 name, dequantized to f32, with their shapes.
     pub tensors: HashMap<String, (Vec<f32>, Vec<usize>)>,
+}
+
+/// Entries `(u32 code point, u8 count, count × u32 replacement)`.
+fn parse_normalization(bytes: &[u8], entries: usize) -> Option<Vec<(u32, Vec<u32>)>> {
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut out = Vec::with_capacity(entries.min(bytes.len() / 5));
+    let mut at = 0;
+    for _ in 0..entries {
+        let cp = u32_at(at)?;
+        let count = *bytes.get(at + 4)? as usize;
+        at += 5;
+        let replacement = (0..count)
+            .map(|k| u32_at(at + 4 * k))
+            .collect::<Option<Vec<_>>>()?;
+        at += 4 * count;
+        out.push((cp, replacement));
+    }
+    Some(out)
 }
 
 /// Bounds-checked little-endian reader: corrupt files give errors, not panics.
@@ -176,9 +198,10 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
             ));
         }
     }
-    let _n_norm = c.u32("normalization entries")?;
+    let n_norm = c.u32("normalization entries")? as usize;
     let norm_bytes = c.u32("normalization bytes")? as usize;
-    c.take(norm_bytes, "normalization map")?;
+    let normalization = parse_normalization(c.take(norm_bytes, "normalization map")?, n_norm)
+        .ok_or_else(|| MawqifError::malformed(path, "normalization map is truncated"))?;
     let n_tensors = c.count("tensor count", 100_000)?;
     let mut tensors = HashMap::new();
     for _ in 0..n_tensors {
@@ -229,6 +252,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
         type_vocab,
         layer_norm_eps,
         pieces,
+        normalization,
         pad_id,
         unk_id,
         bos_id,
@@ -317,6 +341,40 @@ fn assign_shapes(m: &mut E5s1Model, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A private-use character that the charsmap keeps and no vocabulary has.
+const UNKNOWN_PLACEHOLDER: &str = "\u{F0000}";
+
+/// Where the charsmap and the file's own table disagree on a single code
+/// point: `(from, to)` rewrites to apply before the charsmap (the table maps
+/// the character to something else), and characters the table keeps as they
+/// are but the charsmap rewrites.
+fn table_overrides(m: &E5s1Model, charsmap: &Precompiled) -> (Vec<(String, String)>, Vec<char>) {
+    use tokenizers::{NormalizedString, Normalizer};
+    let table: HashMap<u32, &Vec<u32>> = m.normalization.iter().map(|(c, r)| (*c, r)).collect();
+    let vocab: std::collections::HashSet<&str> = m.pieces.iter().map(|(p, _)| p.as_str()).collect();
+    let (mut rewrites, mut kept) = (Vec::new(), Vec::new());
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        let mut n = NormalizedString::from(c.to_string().as_str());
+        if charsmap.normalize(&mut n).is_err() {
+            continue;
+        }
+        let ours = n.get();
+        let theirs: String = match table.get(&(c as u32)) {
+            Some(r) => r.iter().filter_map(|&u| char::from_u32(u)).collect(),
+            None => c.to_string(),
+        };
+        if ours == theirs {
+            continue;
+        }
+        if theirs == c.to_string() && !vocab.contains(theirs.as_str()) {
+            kept.push(c);
+        } else {
+            rewrites.push((c.to_string(), theirs));
+        }
+    }
+    (rewrites, kept)
+}
+
 /// The XLM-R tokenizer: unigram pieces, nmt_nfkc charsmap, metaspace, `<s> … </s>`.
 pub fn build_tokenizer(m: &E5s1Model) -> Result<Tokenizer> {
     let unigram = Unigram::from(m.pieces.clone(), Some(m.unk_id as usize), false)
@@ -328,12 +386,26 @@ pub fn build_tokenizer(m: &E5s1Model) -> Result<Tokenizer> {
             .map_err(|e| MawqifError::Tokenizer(e.to_string()))?
             .into())
     };
-    // XLM-R's own table maps ZWJ to a space; the sentencepiece charsmap keeps it.
-    let normalizer = Sequence::new(vec![
-        replace("\u{200d}", " ")?,
-        charsmap.into(),
-        replace_regex(" {2,}", " ")?,
-    ]);
+    // The model's own per-codepoint table wins where the sentencepiece 0.1.99
+    // charsmap disagrees with it (ZWJ, and characters newer than XLM-R).
+    let (rewrites, kept) = table_overrides(m, &charsmap);
+    let mut steps: Vec<NormalizerWrapper> = Vec::new();
+    for (from, to) in &rewrites {
+        steps.push(replace(from, to)?);
+    }
+    if !kept.is_empty() {
+        // Characters the table keeps but the charsmap rewrites (to "0", "MR"…)
+        // are unknown to the vocabulary: one unknown placeholder stands for
+        // them, so they give <unk> as in the model's own tokenizer.
+        let class: String = kept
+            .iter()
+            .map(|c| format!("\\x{{{:x}}}", *c as u32))
+            .collect();
+        steps.push(replace_regex(&format!("[{class}]"), UNKNOWN_PLACEHOLDER)?);
+    }
+    steps.push(charsmap.into());
+    steps.push(replace_regex(" {2,}", " ")?);
+    let normalizer = Sequence::new(steps);
     let piece = |id: u32| m.pieces[id as usize].0.clone();
     let mut tok = Tokenizer::new(unigram);
     tok.with_normalizer(Some(normalizer))

@@ -122,8 +122,13 @@ mod tests {
 
     #[test]
     fn registry_needs_one_default() {
-        let two = REGISTRY_TOML.replace("revision = \"main\"", "revision = \"main\"\n");
-        assert!(Registry::parse(&two).is_ok());
+        let two = REGISTRY_TOML.replace(
+            "id = \"UBC-NLP/ARBERT\"",
+            "id = \"UBC-NLP/ARBERT\"\ndefault = true",
+        );
+        assert_eq!(two.matches("default = true").count(), 2);
+        let err = Registry::parse(&two).unwrap_err().to_string();
+        assert!(err.contains("found 2"), "{err}");
         let none = REGISTRY_TOML.replace("default = true", "");
         assert!(Registry::parse(&none).is_err());
         let bad = REGISTRY_TOML.replace("pooling = \"mean\"", "pooling = \"max\"");

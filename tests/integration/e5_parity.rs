@@ -25,6 +25,10 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "Literal special tokens",
         "the C engine turns the text `<s>` into the special token; mawqif treats user text as text",
     ),
+    (
+        "رموز غير معروفة متتالية",
+        "the C engine gives each unknown character its own <unk>; sentencepiece and tokenizers fuse a run into one",
+    ),
 ];
 
 fn model_or_skip() -> Option<&'static Path> {

@@ -45,12 +45,18 @@ fn vocab(source: &str) -> Vec<String> {
 
 /// Write a tiny BERT model directory (random weights, seeded) with a head in `<dir>/head`.
 pub fn tiny_model(dir: &Path) {
+    tiny_model_with_heads(dir, 4);
+}
+
+/// The tiny model with `heads` attention heads: 2 gives a head size of 16,
+/// the smallest the fast engine's vectorised attention runs on.
+pub fn tiny_model_with_heads(dir: &Path, heads: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let vocab = vocab(&article());
     std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
     let config = serde_json::json!({
         "vocab_size": vocab.len(), "hidden_size": HIDDEN, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "gelu",
+        "num_attention_heads": heads, "intermediate_size": 64, "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1, "max_position_embeddings": MAX_POSITIONS,
         "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
         "pad_token_id": 0, "classifier_dropout": null, "model_type": "bert"
@@ -169,4 +175,19 @@ pub fn e5_model() -> Option<PathBuf> {
         p.display()
     );
     None
+}
+
+/// Whether the bf16 path can be tested here. Where it cannot, the test says
+/// so loudly, and fails when `MAWQIF_REQUIRE_BF16=1` (CI sets it on CPUs
+/// that have AVX-512 BF16, so the default engine never goes untested there).
+pub fn bf16_or_skip(what: &str) -> bool {
+    if mawqif::encode::fast::bf16_supported() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("MAWQIF_REQUIRE_BF16").is_none_or(|v| v != "1"),
+        "{what}: this CPU lacks AVX-512 BF16 but MAWQIF_REQUIRE_BF16=1"
+    );
+    eprintln!("SKIPPED {what}: this CPU lacks AVX-512 BF16");
+    false
 }

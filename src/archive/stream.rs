@@ -1,0 +1,263 @@
+//! Classifying a stream of documents in order, with memory bounded by the
+//! batch: units of consecutive documents are gathered into batches of
+//! `chunk` sentences, and each unit goes out as soon as its batch is done
+//! (a long text does not wait for its own end).
+
+use std::collections::VecDeque;
+
+use serde_json::{Map, Value};
+
+use crate::classifier::Classifier;
+use crate::encode::RunOptions;
+use crate::report::{ArticleProfile, LabelledUnit};
+use crate::text::{Segment, Segmenter};
+
+use super::records::{Document, InputFailure};
+
+/// Where results go, in input order.
+pub trait Sink {
+    type Error;
+    /// A document starts (before any of its units).
+    fn begin(&mut self, doc: &DocInfo) -> std::result::Result<(), Self::Error>;
+    fn unit(&mut self, doc: &DocInfo, unit: &LabelledUnit) -> std::result::Result<(), Self::Error>;
+    /// All of a document's units are out.
+    fn end(
+        &mut self,
+        doc: &DocInfo,
+        profile: &ArticleProfile,
+    ) -> std::result::Result<(), Self::Error>;
+    /// A batch of units is out: a good moment to flush.
+    fn batch_done(&mut self) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+    fn warning(&mut self, doc: &DocInfo, message: &str) -> std::result::Result<(), Self::Error>;
+}
+
+/// What identifies a document in the output.
+#[derive(Debug, Clone)]
+pub struct DocInfo {
+    pub source: String,
+    pub id: Option<String>,
+    pub fields: Option<Map<String, Value>>,
+    pub sentences: usize,
+}
+
+impl DocInfo {
+    /// The record id, or the file name.
+    pub fn key(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.source)
+    }
+}
+
+/// What went wrong in a stream: an input (the run goes on) or the model or
+/// the sink (the run stops).
+#[derive(Debug)]
+pub enum StreamError<E> {
+    Input(InputFailure),
+    Model(crate::error::MawqifError),
+    Sink(E),
+}
+
+struct Pending {
+    doc: usize,
+    segment: Segment,
+    previous: Option<String>,
+}
+
+struct OpenDoc {
+    info: DocInfo,
+    /// Units written so far.
+    done: Vec<LabelledUnit>,
+    /// Profiles need every unit; kept only when asked for.
+    keep_units: bool,
+    written: usize,
+}
+
+/// The streaming classifier.
+pub struct Streamer<'a> {
+    classifier: &'a Classifier,
+    segmenter: Segmenter,
+    options: RunOptions,
+    chunk: usize,
+    pending: VecDeque<Pending>,
+    docs: VecDeque<OpenDoc>,
+    next_doc: usize,
+    first_doc: usize,
+    profiles: bool,
+    sentences: usize,
+}
+
+impl<'a> Streamer<'a> {
+    /// `chunk` sentences per classification call; `profiles` keeps each
+    /// document's units until it ends, for its profile.
+    pub fn new(
+        classifier: &'a Classifier,
+        options: RunOptions,
+        chunk: usize,
+        profiles: bool,
+    ) -> Self {
+        Self {
+            classifier,
+            segmenter: Segmenter::new(),
+            options,
+            chunk: chunk.max(1),
+            pending: VecDeque::new(),
+            docs: VecDeque::new(),
+            next_doc: 0,
+            first_doc: 0,
+            profiles,
+            sentences: 0,
+        }
+    }
+
+    /// Sentences classified so far.
+    pub fn sentences(&self) -> usize {
+        self.sentences
+    }
+
+    /// Take one document: segment it, refuse it alone if it cannot be
+    /// classified, and classify every full batch.
+    pub fn push<S: Sink>(
+        &mut self,
+        doc: Document,
+        sink: &mut S,
+    ) -> std::result::Result<(), StreamError<S::Error>> {
+        let segments = self.segmenter.segment(&doc.text);
+        let texts: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
+        let warnings = match self.classifier.check(&texts, &self.options) {
+            Ok(w) => w,
+            Err(error) => {
+                return Err(StreamError::Input(InputFailure {
+                    source: doc.source,
+                    record: doc.id.clone(),
+                    error,
+                }))
+            }
+        };
+        let info = DocInfo {
+            source: doc.source,
+            id: doc.id,
+            fields: doc.fields,
+            sentences: segments.len(),
+        };
+        sink.begin(&info).map_err(StreamError::Sink)?;
+        for w in &warnings {
+            sink.warning(&info, w).map_err(StreamError::Sink)?;
+        }
+        if segments.is_empty() {
+            sink.warning(&info, "no sentence with Arabic text found")
+                .map_err(StreamError::Sink)?;
+        }
+        let index = self.next_doc;
+        self.next_doc += 1;
+        let mut previous = None;
+        for segment in segments {
+            let text = segment.text.clone();
+            self.pending.push_back(Pending {
+                doc: index,
+                segment,
+                previous: previous.replace(text),
+            });
+        }
+        self.docs.push_back(OpenDoc {
+            info,
+            done: Vec::new(),
+            keep_units: self.profiles,
+            written: 0,
+        });
+        while self.pending.len() >= self.chunk {
+            self.run_batch(self.chunk, sink)?;
+        }
+        self.close_finished(sink)
+    }
+
+    /// Classify what is left and close every document.
+    pub fn finish<S: Sink>(
+        &mut self,
+        sink: &mut S,
+    ) -> std::result::Result<(), StreamError<S::Error>> {
+        while !self.pending.is_empty() {
+            self.run_batch(self.chunk, sink)?;
+        }
+        self.close_finished(sink)
+    }
+
+    fn run_batch<S: Sink>(
+        &mut self,
+        size: usize,
+        sink: &mut S,
+    ) -> std::result::Result<(), StreamError<S::Error>> {
+        let n = size.min(self.pending.len());
+        let batch: Vec<Pending> = self.pending.drain(..n).collect();
+        let texts: Vec<&str> = batch.iter().map(|p| p.segment.text.as_str()).collect();
+        let previous: Vec<Option<&str>> = batch.iter().map(|p| p.previous.as_deref()).collect();
+        let result = self
+            .classifier
+            .classify_units(&texts, &previous, &self.options, |_| {})
+            .map_err(StreamError::Model)?;
+        self.sentences += n;
+        for (p, scores) in batch.iter().zip(result.scores) {
+            let open = &mut self.docs[p.doc - self.first_doc];
+            let mut unit = LabelledUnit::new(&open.info.source, &p.segment, scores);
+            unit.id = open.info.id.clone();
+            unit.fields = open.info.fields.clone();
+            sink.unit(&open.info, &unit).map_err(StreamError::Sink)?;
+            open.written += 1;
+            if open.keep_units {
+                open.done.push(unit);
+            }
+        }
+        // Truncation warnings were given per document when it came in.
+        sink.batch_done().map_err(StreamError::Sink)?;
+        self.close_finished(sink)
+    }
+
+    /// End every leading document whose units are all out.
+    fn close_finished<S: Sink>(
+        &mut self,
+        sink: &mut S,
+    ) -> std::result::Result<(), StreamError<S::Error>> {
+        while self
+            .docs
+            .front()
+            .is_some_and(|d| d.written == d.info.sentences)
+        {
+            let Some(doc) = self.docs.pop_front() else {
+                break;
+            };
+            self.first_doc += 1;
+            let profile = ArticleProfile::new(doc.info.key(), &doc.done);
+            sink.end(&doc.info, &profile).map_err(StreamError::Sink)?;
+        }
+        Ok(())
+    }
+}
+
+/// Classify every item of `items` into `sink`: failures of single inputs
+/// go to `on_failure` and the run goes on, unless `on_failure` says stop.
+/// Returns the number of documents classified.
+pub fn run<S: Sink>(
+    streamer: &mut Streamer<'_>,
+    items: impl Iterator<Item = super::records::Item>,
+    sink: &mut S,
+    mut on_failure: impl FnMut(&InputFailure) -> bool,
+) -> std::result::Result<usize, StreamError<S::Error>> {
+    let mut documents = 0;
+    for item in items {
+        let pushed = match item {
+            Ok(doc) => streamer.push(doc, sink),
+            Err(failure) => Err(StreamError::Input(failure)),
+        };
+        match pushed {
+            Ok(()) => documents += 1,
+            Err(StreamError::Input(failure)) => {
+                if !on_failure(&failure) {
+                    return Err(StreamError::Input(failure));
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    streamer.finish(sink)?;
+    Ok(documents)
+}
