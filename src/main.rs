@@ -95,6 +95,10 @@ fn main() {
         Command::Bench(args) => cli::bench::run(&ctx, args),
     };
     if let Err(err) = result {
+        if cli::stopped_by_closed_stdout(&err) {
+            // `mawqif … | head`: the reader has what it wanted.
+            std::process::exit(0);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }

@@ -200,9 +200,9 @@ pub fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
         }
     }
     record["peak_rss_mb"] = peak_rss_mb().into();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = super::out();
     writeln!(out, "{record}")?;
+    out.flush()?;
     Ok(())
 }
 

@@ -91,8 +91,7 @@ pub fn classify(ctx: &Context, args: ClassifyArgs) -> Result<()> {
         all.extend(units);
     }
     bar.finish_and_clear();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::out();
     write_units(&mut out, &all, format)?;
     out.flush()?;
     Ok(())
@@ -100,8 +99,7 @@ pub fn classify(ctx: &Context, args: ClassifyArgs) -> Result<()> {
 
 pub fn segment(files: Vec<PathBuf>) -> Result<()> {
     let seg = Segmenter::new();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::out();
     for f in super::input_files(files) {
         let text = read_text(&f)?;
         for s in seg.segment(&text) {
@@ -112,8 +110,8 @@ pub fn segment(files: Vec<PathBuf>) -> Result<()> {
                 end: s.end,
                 text: s.text,
             };
-            serde_json::to_writer(&mut out, &rec)?;
-            writeln!(out)?;
+            // Through a string: a serde_json error would hide the closed-stdout marker.
+            writeln!(out, "{}", serde_json::to_string(&rec)?)?;
         }
     }
     out.flush()?;

@@ -1,5 +1,6 @@
 //! `mawqif eval`: argument parsing and output; the scoring lives in the library.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -146,6 +147,8 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<()> {
         ReportFormat::Json => report.to_json() + "\n",
         ReportFormat::Markdown => report.to_markdown(args.errors),
     };
-    print!("{text}");
+    let mut out = super::out();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `mawqif download`, `mawqif models`, and `--model` values that name hub models.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -47,16 +48,25 @@ pub struct ModelsArgs {
 /// A progress bar per file, on stderr when it is a terminal.
 struct FileBar(ProgressBar);
 
-impl hf_hub::api::Progress for FileBar {
-    fn init(&mut self, size: usize, filename: &str) {
-        self.0.set_length(size as u64);
-        self.0.set_message(filename.to_string());
+impl mawqif::hub::Progress for FileBar {
+    fn start(&mut self, file: &str, size: u64, done: u64) {
+        self.0.set_length(size);
+        self.0.set_position(done);
+        self.0.set_message(file.to_string());
     }
-    fn update(&mut self, size: usize) {
-        self.0.inc(size as u64);
+    fn advance(&mut self, bytes: u64) {
+        self.0.inc(bytes);
     }
     fn finish(&mut self) {
         self.0.finish();
+    }
+    fn waiting(&mut self, file: &str, lock: &Path) {
+        self.0.suspend(|| {
+            eprintln!(
+                "mawqif: another process is downloading {file} (lock {}); waiting for it",
+                lock.display()
+            )
+        });
     }
 }
 
@@ -91,7 +101,9 @@ pub fn download(ctx: &Context, args: DownloadArgs) -> Result<()> {
         .download(&model, file_bar)
         .with_context(|| format!("downloading {model}"))?;
     report(&snapshot);
-    println!("{}", snapshot.dir.display());
+    let mut out = super::out();
+    writeln!(out, "{}", snapshot.dir.display())?;
+    out.flush()?;
     Ok(())
 }
 
@@ -125,10 +137,12 @@ pub fn models(ctx: &Context, args: ModelsArgs) -> Result<()> {
     if let Some(dir) = args.cache_dir {
         settings.cache_dir = dir;
     }
-    println!(
+    let mut out = super::out();
+    writeln!(
+        out,
         "{:<42} {:<12} {:<5} {:<12} {:<8} {:<14} licence",
         "model", "revision", "pool", "preprocess", "prefix", "in cache"
-    );
+    )?;
     for e in &registry.entries {
         let model = HubModelRef {
             repo: e.id.clone(),
@@ -147,7 +161,8 @@ pub fn models(ctx: &Context, args: ModelsArgs) -> Result<()> {
         } else {
             e.id.clone()
         };
-        println!(
+        writeln!(
+            out,
             "{name:<42} {rev:<12} {:<5} {:<12} {:<8} {cached:<14} {}",
             serde_json::to_value(e.pooling)?.as_str().unwrap_or(""),
             serde_json::to_value(e.preprocessing)?
@@ -155,10 +170,11 @@ pub fn models(ctx: &Context, args: ModelsArgs) -> Result<()> {
                 .unwrap_or(""),
             format!("{:?}", e.prefix),
             e.licence
-        );
+        )?;
     }
     let local = Path::new(mawqif::DEFAULT_MODEL_DIR);
-    println!(
+    writeln!(
+        out,
         "\nlocal: {} ({})",
         local.display(),
         if local.join("config.json").is_file() {
@@ -166,8 +182,9 @@ pub fn models(ctx: &Context, args: ModelsArgs) -> Result<()> {
         } else {
             "absent: bash scripts/fetch-local-model.sh"
         }
-    );
-    println!("hub cache: {}", settings.cache_dir.display());
+    )?;
+    writeln!(out, "hub cache: {}", settings.cache_dir.display())?;
+    out.flush()?;
     Ok(())
 }
 

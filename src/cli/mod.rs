@@ -8,7 +8,7 @@ pub mod hub;
 pub mod import;
 pub mod train;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -115,6 +115,56 @@ pub fn load_classifier(ctx: &Context, model: &str, head: Option<&Path>) -> Resul
             .with_context(|| format!("loading model {spec}"))
         }
     }
+}
+
+/// Standard output for results. A write that fails because the reader has
+/// gone (`mawqif models | head -1`) fails with [`StdoutClosed`] inside the
+/// error, which `main` turns into a quiet exit 0: the reader chose to stop.
+pub struct Out(std::io::BufWriter<std::io::StdoutLock<'static>>);
+
+/// The marker of a write to a closed standard output.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// Buffered standard output; call `flush` at the end (a drop would lose
+/// its error).
+pub fn out() -> Out {
+    Out(std::io::BufWriter::new(std::io::stdout().lock()))
+}
+
+/// Did the command stop only because standard output was closed?
+pub fn stopped_by_closed_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
 }
 
 /// Files named on the command line; none means stdin.

@@ -1,5 +1,6 @@
 //! `mawqif train`: embed labelled sentences (cached), fit a head, report.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -214,7 +215,8 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
     };
     let trained = train_frozen(&embedder, &examples, &args.data, &training, &mut console)?;
     console.finish();
-    print_results(&examples, &trained, "");
+    // A closed stdout must not cost the trained head: save it, then report.
+    let printed = print_results(&examples, &trained, "");
     trained
         .head
         .save(&args.out)
@@ -225,25 +227,28 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
         trained.train_sentences,
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(printed?)
 }
 
 /// The cross-validation summary and the dev report, on stdout.
-fn print_results(examples: &[Example], trained: &Trained, what: &str) {
+fn print_results(examples: &[Example], trained: &Trained, what: &str) -> std::io::Result<()> {
+    let mut out = super::out();
     if let Some(cv) = &trained.cv {
-        println!(
+        writeln!(
+            out,
             "cross-validation by text ({} folds{what}): macro-F1 {:.3} ± {:.3}",
             cv.folds.len(),
             cv.macro_f1_mean,
             cv.macro_f1_std
-        );
+        )?;
     }
     let Some((dev_idx, report)) = &trained.dev else {
-        return;
+        return out.flush();
     };
     let m = &report.metrics;
     if what.is_empty() {
-        println!(
+        writeln!(
+            out,
             "dev split ({} sentences in {} texts): accuracy {:.3} [{:.3}–{:.3}], lenient {:.3}, macro-F1 {:.3} [{:.3}–{:.3}], kappa {:.3}",
             dev_idx.len(),
             count_texts(examples, dev_idx),
@@ -255,10 +260,11 @@ fn print_results(examples: &[Example], trained: &Trained, what: &str) {
             m.macro_f1.low,
             m.macro_f1.high,
             m.kappa
-        );
-        print_per_class(report);
+        )?;
+        print_per_class(&mut out, report)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "dev split ({} sentences, inference path): accuracy {:.3}, lenient {:.3}, macro-F1 {:.3} [{:.3}–{:.3}]",
             dev_idx.len(),
             m.accuracy.value,
@@ -266,22 +272,25 @@ fn print_results(examples: &[Example], trained: &Trained, what: &str) {
             m.macro_f1.value,
             m.macro_f1.low,
             m.macro_f1.high
-        );
+        )?;
     }
+    out.flush()
 }
 
-fn print_per_class(report: &SystemReport) {
+fn print_per_class(out: &mut impl Write, report: &SystemReport) -> std::io::Result<()> {
     for l in Label::ALL {
         let c = &report.metrics.per_class[l.as_str()];
-        println!(
+        writeln!(
+            out,
             "  {:<12} P {:.3} R {:.3} F1 {:.3} (n={})",
             l.as_str(),
             c.precision,
             c.recall,
             c.f1,
             c.support
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn run_fine_tune(
@@ -313,12 +322,12 @@ fn run_fine_tune(
         scratch: std::env::temp_dir().join(format!("mawqif-cv-{}", std::process::id())),
     };
     let trained = train_fine_tuned(model, examples, &args.data, &training, &args.out, console)?;
-    print_results(examples, &trained, ", fine-tuned");
+    let printed = print_results(examples, &trained, ", fine-tuned");
     eprintln!(
         "wrote {} (head + {ENCODER_OVERRIDE_FILE} of the top layers, best epoch {}) in {:.0}s",
         args.out.display(),
         trained.head.spec.training["best_epoch"],
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(printed?)
 }

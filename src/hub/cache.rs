@@ -1,6 +1,15 @@
-//! The standard hub cache layout (`<cache>/models--org--name/{blobs,
-//! snapshots,refs}`), shared with Python's `huggingface_hub`: finding a
-//! complete snapshot without the network, and recording revision refs.
+//! The standard hub cache layout, shared with Python's `huggingface_hub`:
+//!
+//! - `<cache>/models--org--name/blobs/<etag>`: file contents, named by the
+//!   hub's etag (the sha256 of an LFS file, the git blob sha1 of others);
+//! - `snapshots/<commit>/<file>`: relative links `../../blobs/<etag>`;
+//! - `refs/<revision>`: the commit a branch or tag pointed to (never written
+//!   for a revision that is the commit itself);
+//! - `<cache>/.locks/models--org--name/<etag>.lock`: the `flock` lock both
+//!   clients take before writing a blob;
+//! - `<cache>/CACHEDIR.TAG`, which tells backup tools to skip the cache.
+//!
+//! Finding a complete snapshot without the network is here too.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +24,81 @@ pub(crate) fn is_commit_sha(s: &str) -> bool {
 /// The cache folder of one model repo.
 pub fn repo_cache_dir(cache_dir: &Path, repo: &str) -> PathBuf {
     cache_dir.join(format!("models--{}", repo.replace('/', "--")))
+}
+
+/// Where the content of `etag` lives in a repo's cache folder.
+pub(crate) fn blob_path(repo_dir: &Path, etag: &str) -> PathBuf {
+    repo_dir.join("blobs").join(etag)
+}
+
+/// The lock Python's client takes for the same blob (`.locks/<repo folder>/<etag>.lock`).
+pub(crate) fn lock_path(cache_dir: &Path, repo: &str, etag: &str) -> PathBuf {
+    let folder = repo_cache_dir(cache_dir, repo);
+    let name = folder.file_name().unwrap_or_default();
+    cache_dir
+        .join(".locks")
+        .join(name)
+        .join(format!("{etag}.lock"))
+}
+
+/// An etag is used as a file name: only plain names are accepted.
+pub(crate) fn is_safe_etag(etag: &str) -> bool {
+    !etag.is_empty()
+        && etag.len() <= 128
+        && !etag.starts_with('.')
+        && etag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Point `snapshots/<commit>/<file>` at its blob with a relative link, as
+/// Python does (`../../blobs/<etag>`, one `../` more per folder in `file`),
+/// so that the cache can be moved. The link is made beside its place and
+/// renamed over it, so a reader never sees it missing.
+pub(crate) fn link_pointer(repo_dir: &Path, commit: &str, file: &str, etag: &str) -> HubResult<()> {
+    let pointer = repo_dir.join("snapshots").join(commit).join(file);
+    let parent = pointer.parent().unwrap_or(repo_dir);
+    std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    let depth = 2 + file.matches('/').count();
+    let target = PathBuf::from(format!("{}blobs/{etag}", "../".repeat(depth)));
+    if std::fs::read_link(&pointer).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    crate::files::replace_with(&pointer, |tmp| {
+        let _ = std::fs::remove_file(tmp);
+        place_link(&target, &blob_path(repo_dir, etag), tmp).map_err(|source| {
+            crate::files::WriteError {
+                path: tmp.to_path_buf(),
+                source,
+            }
+        })
+    })
+    .map_err(HubError::from)
+}
+
+#[cfg(unix)]
+fn place_link(target: &Path, _blob: &Path, at: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, at)
+}
+
+/// Without symlinks (as Python does there), the snapshot holds a copy.
+#[cfg(not(unix))]
+fn place_link(_target: &Path, blob: &Path, at: &Path) -> std::io::Result<()> {
+    std::fs::copy(blob, at).map(|_| ())
+}
+
+/// Mark the cache for backup tools (the Cache Directory Tagging
+/// Specification), as Python's client does; best effort.
+pub(crate) fn tag_cache_dir(cache_dir: &Path) {
+    let tag = cache_dir.join("CACHEDIR.TAG");
+    if !tag.exists() {
+        let _ = crate::files::write_atomic(
+            &tag,
+            b"Signature: 8a477f597d28d172789f06886806bc55\n\
+              # This file is a cache directory tag: the Hugging Face hub cache.\n\
+              # For information about cache directory tags, see https://bford.info/cachedir/\n",
+        );
+    }
 }
 
 /// For a path inside the hub cache (`…/models--org--name/snapshots/<sha>`),
@@ -117,6 +201,39 @@ pub(crate) fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> HubRes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locks_and_links_sit_where_python_puts_them() {
+        let cache = tempfile::tempdir().unwrap();
+        assert_eq!(
+            lock_path(cache.path(), "org/name", "abc"),
+            cache.path().join(".locks/models--org--name/abc.lock")
+        );
+        let repo = repo_cache_dir(cache.path(), "org/name");
+        std::fs::create_dir_all(repo.join("blobs")).unwrap();
+        std::fs::write(blob_path(&repo, "e1"), b"x").unwrap();
+        link_pointer(&repo, "c0", "config.json", "e1").unwrap();
+        link_pointer(&repo, "c0", "onnx/model.onnx", "e1").unwrap();
+        let snap = repo.join("snapshots/c0");
+        assert_eq!(
+            std::fs::read_link(snap.join("config.json")).unwrap(),
+            PathBuf::from("../../blobs/e1")
+        );
+        assert_eq!(
+            std::fs::read_link(snap.join("onnx/model.onnx")).unwrap(),
+            PathBuf::from("../../../blobs/e1")
+        );
+        assert_eq!(std::fs::read(snap.join("onnx/model.onnx")).unwrap(), b"x");
+        // Relinking to another blob replaces the link; no temp file is left.
+        std::fs::write(blob_path(&repo, "e2"), b"y").unwrap();
+        link_pointer(&repo, "c0", "config.json", "e2").unwrap();
+        assert_eq!(std::fs::read(snap.join("config.json")).unwrap(), b"y");
+        assert_eq!(std::fs::read_dir(&snap).unwrap().count(), 2);
+        for bad in ["", "../x", ".hidden", "a/b", "a b"] {
+            assert!(!is_safe_etag(bad), "{bad}");
+        }
+        assert!(is_safe_etag("ce013625030ba8dba906f756967f9e9ca394464a"));
+    }
 
     #[test]
     fn snapshot_paths_name_their_repo() {

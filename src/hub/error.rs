@@ -34,8 +34,9 @@ pub enum HubError {
     },
 
     #[error(
-        "cannot reach the hub at {endpoint}: {reason}. Check the network or HF_ENDPOINT; \
-         models already in the cache work with HF_HUB_OFFLINE=1"
+        "cannot reach the hub at {endpoint}: {reason}. Check the network, HF_ENDPOINT and \
+         the proxy variables (HTTPS_PROXY, NO_PROXY); models already in the cache work with \
+         HF_HUB_OFFLINE=1"
     )]
     Unreachable { endpoint: String, reason: String },
 
@@ -91,8 +92,17 @@ pub enum HubError {
         why: &'static str,
     },
 
-    #[error("another process is downloading into {0}: wait for it to finish")]
-    Locked(PathBuf),
+    #[error(
+        "HF_ENDPOINT `{endpoint}` is not usable ({reason}): give the hub's URL, \
+         like https://huggingface.co"
+    )]
+    BadEndpoint { endpoint: String, reason: String },
+
+    #[error(
+        "the proxy {proxy} cannot be used: {reason}. Check HTTPS_PROXY, HTTP_PROXY and \
+         ALL_PROXY (an http:// proxy URL), or list the hub's host in NO_PROXY"
+    )]
+    BadProxy { proxy: String, reason: String },
 
     #[error("hub cache {path}: {source}")]
     Io {

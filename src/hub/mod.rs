@@ -2,36 +2,66 @@
 //! (`<cache>/models--org--name/{blobs,snapshots,refs}`) so that the Python
 //! tools and mawqif share one copy.
 //!
-//! Contract: [`Hub::download`] lists the repo at a revision, picks the files
-//! mawqif needs ([`choose_files`]), downloads each through `hf-hub`'s
-//! blocking client (resumable `.part` files, renamed into place when whole),
-//! checks every file against the size and hash the hub lists, and records
-//! the revision → commit ref. [`cached_snapshot`] finds a complete snapshot
-//! without the network; [`Hub::resolve`] uses the cache first and downloads
-//! only what is missing.
+//! Contract: [`Hub::download`] lists the repo at a revision, pins the
+//! commit, and picks the files mawqif needs ([`choose_files`]). For each
+//! file the snapshot lacks it asks the hub for the file's metadata (a HEAD
+//! request, as Python's client does) and links the blob if the cache has it
+//! (any revision may have brought it); else it downloads the blob under the
+//! lock Python also takes, into a resumable `.part` file, checks it against
+//! the size and hash the listing gives, and renames it into place. Then it
+//! records the revision → commit ref. [`cached_snapshot`] finds a complete
+//! snapshot without the network; [`Hub::resolve`] uses the cache first and
+//! downloads only what is missing.
+//!
+//! The HTTP is our own, on `ureq` ([`http`]), not `hf-hub`'s: hf-hub 0.4
+//! re-requested the redirect target of every large file with the client that
+//! carries the token (a `Range: bytes=0-0` probe), so the token reached the
+//! storage host, and it has no setting to stop that. It also locked blobs in
+//! `blobs/<etag>.lock`, where Python's client does not look, and wrote
+//! `refs/<sha>` for commit pins. Owning the requests lets every one of them
+//! decide whether the token goes with it (only to the hub's origin).
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use hf_hub::api::sync::{Api, ApiBuilder, ApiError};
-use hf_hub::api::Progress;
-use hf_hub::{Repo, RepoType};
+use url::Url;
 
 pub mod cache;
 pub mod error;
+mod fetch;
+pub mod http;
 pub mod listing;
 
 pub use cache::{cached_snapshot, repo_cache_dir, snapshot_identity, Snapshot};
 pub use error::{HubError, HubResult};
+pub use http::ProxySettings;
 
 use cache::{is_commit_sha, write_ref};
-use error::io_err;
-use listing::{choose_files, size_matches, verify, Expected, Mismatch, RepoListing};
+use http::{public_url, Client, HttpError};
+use listing::{choose_files, size_matches, RepoListing};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Retries of a broken transfer; each resumes from what has arrived.
 const DOWNLOAD_RETRIES: usize = 3;
+
+/// Reports one file's download. `()` reports nothing.
+pub trait Progress {
+    /// A transfer of `file` starts (again, after a retry): `size` bytes in
+    /// all (0 when unknown), `done` of them already in the cache.
+    fn start(&mut self, file: &str, size: u64, done: u64);
+    fn advance(&mut self, bytes: u64);
+    fn finish(&mut self);
+    /// Another process (mawqif, or Python's client) holds the lock of this
+    /// file's blob; the download waits for it, then uses what it wrote.
+    fn waiting(&mut self, _file: &str, _lock: &std::path::Path) {}
+}
+
+impl Progress for () {
+    fn start(&mut self, _: &str, _: u64, _: u64) {}
+    fn advance(&mut self, _: u64) {}
+    fn finish(&mut self) {}
+}
 
 /// Where the hub is and how to talk to it, as the Python tools read it
 /// from the environment.
@@ -45,12 +75,15 @@ pub struct HubSettings {
     pub token: Option<String>,
     /// `HF_HUB_OFFLINE=1`: use the cache only, never the network.
     pub offline: bool,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` (either case).
+    pub proxy: ProxySettings,
 }
 
 impl HubSettings {
     /// Settings from the variables the Python tools read (`HF_ENDPOINT`,
-    /// `HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN`, `HF_HUB_OFFLINE`…), looked up
-    /// through `var`: the caller decides where they come from.
+    /// `HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN`, `HF_HUB_OFFLINE`, the proxy
+    /// variables…), looked up through `var`: the caller decides where they
+    /// come from.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let endpoint = var("HF_ENDPOINT")
             .map(|e| e.trim_end_matches('/').to_string())
@@ -77,11 +110,22 @@ impl HubSettings {
         let offline = var("HF_HUB_OFFLINE")
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true"))
             .unwrap_or(false);
+        // The lowercase forms first, as curl and Python's urllib read them.
+        let first = |names: &[&str]| names.iter().find_map(|n| var(n));
+        let all = first(&["all_proxy", "ALL_PROXY"]);
+        let proxy = ProxySettings {
+            https: first(&["https_proxy", "HTTPS_PROXY"]).or_else(|| all.clone()),
+            http: first(&["http_proxy", "HTTP_PROXY"]).or(all),
+            no_proxy: first(&["no_proxy", "NO_PROXY"])
+                .map(|v| v.split(',').map(|h| h.trim().to_string()).collect())
+                .unwrap_or_default(),
+        };
         Self {
             endpoint,
             cache_dir,
             token,
             offline,
+            proxy,
         }
     }
 }
@@ -115,10 +159,6 @@ impl HubModelRef {
             revision,
         })
     }
-
-    fn hf_repo(&self, revision: &str) -> Repo {
-        Repo::with_revision(self.repo.clone(), RepoType::Model, revision.to_string())
-    }
 }
 
 impl std::fmt::Display for HubModelRef {
@@ -143,24 +183,26 @@ pub fn is_repo_id(s: &str) -> bool {
 /// A client for one hub endpoint and cache.
 pub struct Hub {
     settings: HubSettings,
-    api: Api,
+    endpoint: Url,
+    client: Client,
 }
 
 impl Hub {
     pub fn new(settings: HubSettings) -> HubResult<Self> {
-        let api = ApiBuilder::new()
-            .with_endpoint(settings.endpoint.clone())
-            .with_cache_dir(settings.cache_dir.clone())
-            .with_token(settings.token.clone())
-            .with_retries(DOWNLOAD_RETRIES)
-            .with_progress(false)
-            .with_user_agent("mawqif", env!("CARGO_PKG_VERSION"))
-            .build()
-            .map_err(|e| HubError::Protocol {
-                what: "the HTTP client".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self { settings, api })
+        let bad = |reason: String| HubError::BadEndpoint {
+            endpoint: settings.endpoint.clone(),
+            reason,
+        };
+        let endpoint = Url::parse(&settings.endpoint).map_err(|e| bad(e.to_string()))?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
+            return Err(bad("not an http(s) URL".into()));
+        }
+        let client = Client::new(&endpoint, settings.token.clone(), settings.proxy.clone());
+        Ok(Self {
+            settings,
+            endpoint,
+            client,
+        })
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -207,6 +249,7 @@ impl Hub {
             });
         }
         let listing = self.list(model)?;
+        // The commit names a folder: only a real sha is accepted.
         if !is_commit_sha(&listing.sha) {
             return Err(HubError::Protocol {
                 what: format!("{model}"),
@@ -230,8 +273,6 @@ impl Hub {
         })?;
         let repo_dir = repo_cache_dir(&self.settings.cache_dir, &model.repo);
         let snapshot_dir = repo_dir.join("snapshots").join(&listing.sha);
-        let commit_ref = repo_dir.join("refs").join(&listing.sha);
-        let had_commit_ref = commit_ref.exists();
         let mut downloaded = Vec::new();
         for file in &files {
             let sibling = listing
@@ -247,15 +288,13 @@ impl Hub {
             if pointer.exists() && size_matches(&pointer, &expected) {
                 continue;
             }
-            self.fetch(model, &listing.sha, file, &expected, &mut progress)?;
-            downloaded.push(file.clone());
+            if self.fetch_file(model, &listing.sha, file, &expected, &mut progress)? {
+                downloaded.push(file.clone());
+            }
         }
-        // hf-hub records the ref under the name it was asked for, which was
-        // the commit itself; the Python tools record the branch instead.
+        cache::tag_cache_dir(&self.settings.cache_dir);
+        // Like Python: a branch or tag gets a ref, a commit pin does not.
         write_ref(&repo_dir, &model.revision, &listing.sha)?;
-        if !had_commit_ref && model.revision != listing.sha {
-            let _ = std::fs::remove_file(&commit_ref);
-        }
         Ok(Snapshot {
             model: model.clone(),
             commit: listing.sha,
@@ -265,16 +304,32 @@ impl Hub {
         })
     }
 
+    /// `<endpoint>/<path>`: the endpoint may carry a path of its own (a mirror).
+    fn url(&self, path: &str) -> HubResult<Url> {
+        let base = self.endpoint.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}/{path}")).map_err(|e| HubError::Protocol {
+            what: format!("{base}/{path}"),
+            reason: e.to_string(),
+        })
+    }
+
     fn list(&self, model: &HubModelRef) -> HubResult<RepoListing> {
-        let request = self
-            .api
-            .repo(model.hf_repo(&model.revision))
-            .info_request()
-            .query("blobs", "true");
-        let url = request.url().to_string();
-        let response = request
-            .call()
-            .map_err(|e| self.request_error(model, &url, e))?;
+        let mut url = self.url(&format!(
+            "api/models/{}/revision/{}",
+            model.repo,
+            http::encode_segment(&model.revision)
+        ))?;
+        url.set_query(Some("blobs=true"));
+        let (asked, response) = self
+            .client
+            .send_on_hub("GET", &url)
+            .map_err(|e| self.http_error(model, e))?;
+        if response.status() != 200 {
+            return Err(HubError::Protocol {
+                what: public_url(&asked),
+                reason: format!("HTTP {} instead of a repo listing", response.status()),
+            });
+        }
         let mut body = String::new();
         response
             .into_reader()
@@ -285,76 +340,18 @@ impl Hub {
                 reason: e.to_string(),
             })?;
         serde_json::from_str(&body).map_err(|e| HubError::Protocol {
-            what: url,
+            what: public_url(&asked),
             reason: format!("not a repo listing: {e}"),
         })
     }
 
-    /// Download one file (pinned to `commit`) and verify it; a bad copy is removed.
-    fn fetch<P: Progress>(
-        &self,
-        model: &HubModelRef,
-        commit: &str,
-        file: &str,
-        expected: &Expected,
-        progress: &mut impl FnMut(&str) -> P,
-    ) -> HubResult<()> {
-        let api_repo = self.api.repo(model.hf_repo(commit));
-        let mut result = api_repo.download_with_progress(file, progress(file));
-        if matches!(result, Err(ApiError::InvalidResume)) {
-            // The partial file is longer than the file: start over.
-            if let Some(part) = self
-                .blob_path(model, expected)
-                .map(|b| b.with_extension("part"))
-            {
-                let _ = std::fs::remove_file(part);
-            }
-            result = api_repo.download_with_progress(file, progress(file));
-        }
-        let pointer = result.map_err(|e| self.api_error(model, file, e))?;
-        if let Some(lock) = self
-            .blob_path(model, expected)
-            .map(|b| b.with_extension("lock"))
-        {
-            let _ = std::fs::remove_file(lock);
-        }
-        if let Err(e) = verify(&pointer, expected) {
-            let blob = std::fs::canonicalize(&pointer).ok();
-            let _ = std::fs::remove_file(&pointer);
-            if let Some(b) = blob {
-                let _ = std::fs::remove_file(b);
-            }
-            return Err(match e {
-                Mismatch::Io(source) => io_err(&pointer, source),
-                Mismatch::Value {
-                    check,
-                    expected,
-                    actual,
-                } => HubError::Corrupt {
-                    repo: model.repo.clone(),
-                    file: file.to_string(),
-                    check,
-                    expected,
-                    actual,
-                },
-            });
-        }
-        Ok(())
-    }
-
-    fn blob_path(&self, model: &HubModelRef, expected: &Expected) -> Option<PathBuf> {
-        let name = match expected {
-            Expected::Sha256 { hex, .. } | Expected::GitBlob { hex, .. } => hex,
-            Expected::Nothing => return None,
+    /// A failed request as a hub error that says what to do.
+    fn http_error(&self, model: &HubModelRef, error: HttpError) -> HubError {
+        let (url, error, proxy) = match error {
+            HttpError::Hub(e) => return e,
+            HttpError::Ureq { url, error, proxy } => (url, *error, proxy),
         };
-        Some(
-            repo_cache_dir(&self.settings.cache_dir, &model.repo)
-                .join("blobs")
-                .join(name),
-        )
-    }
-
-    fn request_error(&self, model: &HubModelRef, url: &str, error: ureq::Error) -> HubError {
+        let on_hub = self.client.on_hub(&url);
         match error {
             ureq::Error::Status(status, response) => {
                 let code = response.header("x-error-code").unwrap_or("").to_string();
@@ -364,6 +361,14 @@ impl Hub {
                 } else {
                     format!(": {message}")
                 };
+                if !on_hub {
+                    // A storage host's refusal says nothing about the repo.
+                    return HubError::Http {
+                        url: public_url(&url),
+                        status,
+                        detail,
+                    };
+                }
                 match (status, code.as_str()) {
                     (_, "RevisionNotFound") => HubError::RevisionNotFound {
                         repo: model.repo.clone(),
@@ -391,67 +396,22 @@ impl Hub {
                         detail,
                     },
                     _ => HubError::Http {
-                        url: url.to_string(),
+                        url: public_url(&url),
                         status,
                         detail,
                     },
                 }
             }
             ureq::Error::Transport(t) => HubError::Unreachable {
-                endpoint: self.settings.endpoint.clone(),
-                reason: t.to_string(),
-            },
-        }
-    }
-
-    fn api_error(&self, model: &HubModelRef, file: &str, error: ApiError) -> HubError {
-        let url = self.api.repo(model.hf_repo(&model.revision)).url(file);
-        match error {
-            ApiError::RequestError(e) => match *e {
-                // A transfer that breaks after it started is resumable, not a dead hub.
-                ureq::Error::Transport(t) if t.kind() == ureq::ErrorKind::Io => {
-                    HubError::Interrupted {
-                        repo: model.repo.clone(),
-                        file: file.to_string(),
-                        reason: t.to_string(),
-                    }
-                }
-                other => self.request_error(model, &url, other),
-            },
-            ApiError::TooManyRetries(inner) => HubError::Interrupted {
-                repo: model.repo.clone(),
-                file: file.to_string(),
-                reason: format!(
-                    "{} retries failed, the last with: {inner}",
-                    DOWNLOAD_RETRIES
-                ),
-            },
-            ApiError::IoError(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                HubError::DiskFull {
-                    cache: self.settings.cache_dir.clone(),
-                }
-            }
-            ApiError::IoError(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                HubError::Interrupted {
-                    repo: model.repo.clone(),
-                    file: file.to_string(),
-                    reason: e.to_string(),
-                }
-            }
-            ApiError::IoError(e) => io_err(&self.settings.cache_dir, e),
-            ApiError::LockAcquisition(p) => HubError::Locked(p),
-            other => HubError::Protocol {
-                what: url,
-                reason: other.to_string(),
+                endpoint: if on_hub {
+                    self.settings.endpoint.clone()
+                } else {
+                    public_url(&url)
+                },
+                reason: match proxy {
+                    Some(p) => format!("{t} (through the proxy {p})"),
+                    None => t.to_string(),
+                },
             },
         }
     }
@@ -513,7 +473,17 @@ mod tests {
         assert_eq!(s.endpoint, "http://127.0.0.1:9");
         assert_eq!(s.token.as_deref(), Some("hf_x"));
         assert!(s.offline);
+        assert_eq!(s.proxy, ProxySettings::default());
         let s = HubSettings::from_vars(vars(&[("HF_HOME", "/d"), ("HF_HUB_CACHE", "/c")]));
         assert_eq!(s.cache_dir, PathBuf::from("/c"));
+        let s = HubSettings::from_vars(vars(&[
+            ("ALL_PROXY", "http://all:1"),
+            ("https_proxy", "http://lower:2"),
+            ("HTTPS_PROXY", "http://upper:3"),
+            ("NO_PROXY", "a.example, b.example"),
+        ]));
+        assert_eq!(s.proxy.https.as_deref(), Some("http://lower:2"));
+        assert_eq!(s.proxy.http.as_deref(), Some("http://all:1"));
+        assert_eq!(s.proxy.no_proxy, ["a.example", "b.example"]);
     }
 }

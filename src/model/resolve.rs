@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use hf_hub::api::Progress;
+use crate::hub::Progress;
 
 use crate::error::Result;
 use crate::hub::{is_repo_id, Hub, HubModelRef, HubSettings, Snapshot};

@@ -5,6 +5,7 @@ mod common;
 
 mod arabert_parity;
 mod cli;
+mod closed_stdout;
 mod e5_model;
 mod e5_parity;
 mod engines;
@@ -13,4 +14,5 @@ mod fixtures;
 mod hub;
 mod pipeline;
 mod pth_checkpoint;
+mod python_hub;
 mod tokenizer_parity;

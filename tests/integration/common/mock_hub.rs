@@ -1,26 +1,35 @@
 //! An in-process stand-in for the Hugging Face hub on 127.0.0.1, with the
-//! endpoints, headers and redirects that the real hub uses for downloads:
+//! endpoints, headers and redirects that the real hub uses for downloads,
+//! enough for mawqif and for Python's `huggingface_hub` (2.4):
 //!
 //! - `GET /api/models/{repo}/revision/{rev}[?blobs=true]`: the listing (commit
 //!   sha, siblings with `blobId`, `size`, `lfs.sha256`).
-//! - `GET /{repo}/resolve/{rev}/{file}`: plain files answer 200/206 with
-//!   `ETag` (git blob sha1), `X-Repo-Commit`, `Content-Range` on range
-//!   requests; LFS files answer 302 to an absolute CDN URL with
-//!   `X-Linked-Etag` (sha256) and `X-Linked-Size`.
-//! - `GET /cdn/{sha256}`: the LFS content, with range requests.
+//! - `GET /api/models/{repo}/tree/{rev}`: the file tree, as
+//!   `snapshot_download` asks for it.
+//! - `GET|HEAD /{repo}/resolve/{rev}/{file}`: plain files answer 200/206
+//!   with `ETag` (git blob sha1), `X-Repo-Commit`, `Content-Range` on range
+//!   requests; LFS files answer 302 to a signed URL on a **second origin**
+//!   (another port: the storage host), with `X-Linked-Etag` (sha256),
+//!   `X-Linked-Size` and `X-Repo-Commit`.
+//! - The storage host serves `GET|HEAD /lfs/{sha256}?X-Amz-Signature=…` with
+//!   range requests. Like a signed-URL store it refuses (400) a request
+//!   that carries an `Authorization` header, and it logs every request's
+//!   headers so tests can prove that none ever does.
 //! - Errors as the hub gives them: 401 `RepoNotFound` without a token
 //!   (private or unknown repo), 404 `RepoNotFound` with one, 404
 //!   `RevisionNotFound`, 404 `EntryNotFound`, 401/403 `GatedRepo`.
+//! - Requests in proxy form (`GET http://host/path`) are served as if this
+//!   were the proxy, and logged as proxied.
 //!
-//! Faults for tests: drop the connection part-way through CDN bodies, or
-//! serve LFS bodies with a flipped byte.
+//! Faults for tests: drop the connection part-way through storage bodies,
+//! serve LFS bodies with a flipped byte, or serve them slowly.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -43,6 +52,15 @@ impl MockFile {
 
     pub fn sha256(&self) -> String {
         hex(&sha2::Sha256::digest(&self.bytes))
+    }
+
+    /// The name of its blob in the cache: the etag the hub gives.
+    pub fn etag(&self) -> String {
+        if self.lfs {
+            self.sha256()
+        } else {
+            self.blob_id()
+        }
     }
 }
 
@@ -92,41 +110,72 @@ impl MockRepo {
 
 #[derive(Default)]
 pub struct Faults {
-    /// CDN responses still to cut off part-way (each drop uses one).
+    /// Storage responses still to cut off part-way (each drop uses one).
     pub drops: AtomicUsize,
     /// Serve LFS bodies with their first byte flipped.
     pub corrupt_lfs: AtomicBool,
+    /// Serve storage bodies in 8 pieces, this many milliseconds apart.
+    pub slow_lfs_ms: AtomicU64,
+}
+
+/// One request as a server saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Decoded path, without the query.
+    pub path: String,
+    pub query: String,
+    /// Lowercase names.
+    pub headers: BTreeMap<String, String>,
+    /// Sent in proxy form (`GET http://host/path`), for this host.
+    pub proxied_for: Option<String>,
+}
+
+impl Seen {
+    pub fn range(&self) -> Option<&str> {
+        self.headers.get("range").map(String::as_str)
+    }
+
+    pub fn authorization(&self) -> Option<&str> {
+        self.headers.get("authorization").map(String::as_str)
+    }
+
+    /// `METHOD /path [range=…]`, for messages.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}{}{}",
+            self.method,
+            self.path,
+            self.range()
+                .map(|r| format!(" range={r}"))
+                .unwrap_or_default(),
+            self.authorization()
+                .map(|_| " +authorization")
+                .unwrap_or_default()
+        )
+    }
 }
 
 struct State {
     repos: Vec<MockRepo>,
-    base: String,
+    storage_base: String,
     faults: Faults,
-    log: Mutex<Vec<String>>,
+    hub_log: Mutex<Vec<Seen>>,
+    storage_log: Mutex<Vec<Seen>>,
 }
 
-pub struct MockHub {
-    pub url: String,
-    state: Arc<State>,
-    stop: Arc<AtomicBool>,
+/// A listening socket served by a thread until stopped.
+struct Server {
     addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl MockHub {
-    pub fn start(repos: Vec<MockRepo>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+impl Server {
+    fn serve(listener: TcpListener, state: Arc<State>, storage: bool) -> Self {
         let addr = listener.local_addr().unwrap();
-        let url = format!("http://{addr}");
-        let state = Arc::new(State {
-            repos,
-            base: url.clone(),
-            faults: Faults::default(),
-            log: Mutex::new(Vec::new()),
-        });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let state = state.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
@@ -136,17 +185,57 @@ impl MockHub {
                     let Ok(stream) = stream else { continue };
                     let state = state.clone();
                     std::thread::spawn(move || {
-                        let _ = handle(stream, &state);
+                        let _ = handle(stream, &state, storage);
                     });
                 }
             })
         };
         Self {
-            url,
-            state,
-            stop,
             addr,
+            stop,
             thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(self.addr);
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct MockHub {
+    /// The hub's origin (`HF_ENDPOINT`).
+    pub url: String,
+    /// The storage host's origin: another port, so another origin.
+    pub storage_url: String,
+    state: Arc<State>,
+    hub: Server,
+    storage: Server,
+}
+
+impl MockHub {
+    pub fn start(repos: Vec<MockRepo>) -> Self {
+        let hub_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let storage_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let storage_url = format!("http://{}", storage_listener.local_addr().unwrap());
+        let state = Arc::new(State {
+            repos,
+            storage_base: storage_url.clone(),
+            faults: Faults::default(),
+            hub_log: Mutex::new(Vec::new()),
+            storage_log: Mutex::new(Vec::new()),
+        });
+        let hub = Server::serve(hub_listener, state.clone(), false);
+        let storage = Server::serve(storage_listener, state.clone(), true);
+        Self {
+            url: format!("http://{}", hub.addr),
+            storage_url,
+            state,
+            hub,
+            storage,
         }
     }
 
@@ -154,18 +243,29 @@ impl MockHub {
         &self.state.faults
     }
 
-    /// Request lines seen so far, with their Range header if any.
-    pub fn requests(&self) -> Vec<String> {
-        self.state.log.lock().unwrap().clone()
+    /// Requests the hub's origin has seen so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.hub_log.lock().unwrap().clone()
     }
 
-    /// Close the listening socket: later connections are refused.
+    /// Requests the storage origin has seen so far.
+    pub fn storage_requests(&self) -> Vec<Seen> {
+        self.state.storage_log.lock().unwrap().clone()
+    }
+
+    /// Content requests (GET) for one LFS blob on the storage host.
+    pub fn content_gets(&self, sha256: &str) -> usize {
+        let path = format!("/lfs/{sha256}");
+        self.storage_requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == path)
+            .count()
+    }
+
+    /// Close both listening sockets: later connections are refused.
     pub fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect(self.addr);
-            let _ = t.join();
-        }
+        self.hub.stop();
+        self.storage.stop();
     }
 }
 
@@ -176,9 +276,11 @@ impl Drop for MockHub {
 }
 
 struct Request {
+    method: String,
     path: String,
     query: String,
     headers: BTreeMap<String, String>,
+    proxied_for: Option<String>,
 }
 
 fn read_request(stream: &TcpStream) -> Option<Request> {
@@ -186,8 +288,8 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
-    let _method = parts.next()?;
-    let target = parts.next()?.to_string();
+    let method = parts.next()?.to_string();
+    let mut target = parts.next()?.to_string();
     let mut headers = BTreeMap::new();
     loop {
         let mut h = String::new();
@@ -198,14 +300,27 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
+    // Proxy form: `GET http://host:port/path HTTP/1.1`.
+    let mut proxied_for = None;
+    if let Some(rest) = target.strip_prefix("http://") {
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        proxied_for = Some(host.to_string());
+        target = if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        };
+    }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target, String::new()),
     };
     Some(Request {
+        method,
         path: percent_decode(&path),
         query,
         headers,
+        proxied_for,
     })
 }
 
@@ -233,6 +348,8 @@ struct Response {
     body: Vec<u8>,
     /// Send only this many body bytes, then drop the connection.
     cut_after: Option<usize>,
+    /// Send the body in pieces this far apart.
+    slow_ms: u64,
 }
 
 impl Response {
@@ -242,12 +359,19 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             cut_after: None,
+            slow_ms: 0,
         }
     }
 
     fn header(mut self, k: &str, v: impl Into<String>) -> Self {
         self.headers.push((k.to_string(), v.into()));
         self
+    }
+
+    fn json(status: u16, value: serde_json::Value) -> Self {
+        let mut r = Response::new(status).header("Content-Type", "application/json");
+        r.body = value.to_string().into_bytes();
+        r
     }
 
     fn error(status: u16, code: &str, message: &str) -> Self {
@@ -266,6 +390,7 @@ fn reason(status: u16) -> &'static str {
         206 => "Partial Content",
         302 => "Found",
         307 => "Temporary Redirect",
+        400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
@@ -274,19 +399,29 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
+fn handle(mut stream: TcpStream, state: &State, storage: bool) -> std::io::Result<()> {
     let Some(req) = read_request(&stream) else {
         return Ok(());
     };
-    state.log.lock().unwrap().push(format!(
-        "{}{}",
-        req.path,
-        req.headers
-            .get("range")
-            .map(|r| format!(" range={r}"))
-            .unwrap_or_default()
-    ));
-    let resp = route(&req, state);
+    let seen = Seen {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        headers: req.headers.clone(),
+        proxied_for: req.proxied_for.clone(),
+    };
+    let log = if storage {
+        &state.storage_log
+    } else {
+        &state.hub_log
+    };
+    log.lock().unwrap().push(seen);
+    let resp = if storage {
+        route_storage(&req, state)
+    } else {
+        route(&req, state)
+    };
+    let head_only = req.method == "HEAD";
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -296,13 +431,23 @@ fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         resp.body.len()
     ));
     stream.write_all(head.as_bytes())?;
-    let n = resp
-        .cut_after
-        .unwrap_or(resp.body.len())
-        .min(resp.body.len());
-    stream.write_all(&resp.body[..n])?;
+    if !head_only {
+        let n = resp
+            .cut_after
+            .unwrap_or(resp.body.len())
+            .min(resp.body.len());
+        if resp.slow_ms > 0 {
+            for piece in resp.body[..n].chunks(n.div_ceil(8).max(1)) {
+                stream.write_all(piece)?;
+                stream.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(resp.slow_ms));
+            }
+        } else {
+            stream.write_all(&resp.body[..n])?;
+        }
+    }
     stream.flush()?;
-    if resp.cut_after.is_some() {
+    if resp.cut_after.is_some() && !head_only {
         // Drop the connection without sending the rest.
         let _ = stream.shutdown(Shutdown::Both);
         return Ok(());
@@ -358,9 +503,9 @@ fn find<'a>(
 fn route(req: &Request, state: &State) -> Response {
     let path = req.path.trim_start_matches('/');
     if let Some(rest) = path.strip_prefix("api/models/") {
-        // {org}/{name}/revision/{rev...}
+        // {org}/{name}/{revision|tree}/{rev...}
         let mut it = rest.splitn(4, '/');
-        let (Some(org), Some(name), Some("revision"), Some(rev)) =
+        let (Some(org), Some(name), Some(kind), Some(rev)) =
             (it.next(), it.next(), it.next(), it.next())
         else {
             return Response::error(404, "", "not found");
@@ -370,56 +515,55 @@ fn route(req: &Request, state: &State) -> Response {
             Ok(x) => x,
             Err(r) => return r,
         };
-        let blobs = req.query.contains("blobs=true");
-        let siblings: Vec<serde_json::Value> = repo.commits[&commit]
-            .iter()
-            .map(|f| {
-                let mut s = serde_json::json!({ "rfilename": f.name });
-                if blobs {
-                    s["blobId"] = f.blob_id().into();
-                    s["size"] = f.bytes.len().into();
-                    if f.lfs {
-                        s["lfs"] = serde_json::json!({
-                            "sha256": f.sha256(), "size": f.bytes.len(), "pointerSize": 134
+        let files = &repo.commits[&commit];
+        return match kind {
+            "revision" => {
+                let blobs = req.query.contains("blobs=true");
+                let siblings: Vec<serde_json::Value> = files
+                    .iter()
+                    .map(|f| {
+                        let mut s = serde_json::json!({ "rfilename": f.name });
+                        if blobs {
+                            s["blobId"] = f.blob_id().into();
+                            s["size"] = f.bytes.len().into();
+                            if f.lfs {
+                                s["lfs"] = serde_json::json!({
+                                    "sha256": f.sha256(), "size": f.bytes.len(), "pointerSize": 134
+                                });
+                            }
+                        }
+                        s
+                    })
+                    .collect();
+                Response::json(
+                    200,
+                    serde_json::json!({
+                        "_id": "0", "id": repo_id, "modelId": repo_id, "sha": commit,
+                        "private": repo.private_token.is_some(),
+                        "gated": if repo.gated_token.is_some() { "auto".into() } else { serde_json::Value::Bool(false) },
+                        "siblings": siblings,
+                    }),
+                )
+            }
+            "tree" => {
+                let entries: Vec<serde_json::Value> = files
+                    .iter()
+                    .map(|f| {
+                        let mut e = serde_json::json!({
+                            "type": "file", "oid": f.blob_id(), "size": f.bytes.len(), "path": f.name,
                         });
-                    }
-                }
-                s
-            })
-            .collect();
-        let body = serde_json::json!({
-            "_id": "0", "id": repo_id, "modelId": repo_id, "sha": commit,
-            "private": repo.private_token.is_some(), "siblings": siblings,
-        });
-        let mut r = Response::new(200).header("Content-Type", "application/json");
-        r.body = body.to_string().into_bytes();
-        return r;
-    }
-    if let Some(sha) = path.strip_prefix("cdn/") {
-        let file = state
-            .repos
-            .iter()
-            .flat_map(|r| r.commits.values().flatten())
-            .find(|f| f.lfs && f.sha256() == sha);
-        let Some(file) = file else {
-            return Response::error(404, "", "no such object");
+                        if f.lfs {
+                            e["lfs"] = serde_json::json!({
+                                "oid": f.sha256(), "size": f.bytes.len(), "pointerSize": 134
+                            });
+                        }
+                        e
+                    })
+                    .collect();
+                Response::json(200, serde_json::Value::Array(entries))
+            }
+            _ => Response::error(404, "", "not found"),
         };
-        let mut bytes = file.bytes.clone();
-        if state.faults.corrupt_lfs.load(Ordering::SeqCst) && !bytes.is_empty() {
-            bytes[0] ^= 0xff;
-        }
-        let mut r = ranged(req, bytes).header("ETag", format!("\"{sha}\""));
-        // Only real transfers are cut, not the client's one-byte probes.
-        let drop = r.body.len() > 1
-            && state
-                .faults
-                .drops
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
-                .is_ok();
-        if drop {
-            r.cut_after = Some(r.body.len() / 2);
-        }
-        return r;
     }
     // {org}/{name}/resolve/{rev}/{file}; rev may hold `/` only percent-encoded,
     // which read_request has decoded: try each split.
@@ -457,12 +601,20 @@ fn resolve(req: &Request, state: &State, repo: &MockRepo, commit: &str, name: &s
         }
     }
     let Some(file) = repo.commits[commit].iter().find(|f| f.name == name) else {
-        return Response::error(404, "EntryNotFound", "Entry not found");
+        return Response::error(404, "EntryNotFound", "Entry not found")
+            .header("X-Repo-Commit", commit);
     };
     if file.lfs {
         let sha = file.sha256();
         return Response::new(302)
-            .header("Location", format!("{}/cdn/{sha}", state.base))
+            .header(
+                "Location",
+                format!(
+                    "{}/lfs/{sha}?X-Amz-Expires=3600&X-Amz-Signature=mock-{}",
+                    state.storage_base,
+                    &commit[..8]
+                ),
+            )
             .header("X-Linked-Etag", format!("\"{sha}\""))
             .header("X-Linked-Size", file.bytes.len().to_string())
             .header("X-Repo-Commit", commit)
@@ -471,6 +623,50 @@ fn resolve(req: &Request, state: &State, repo: &MockRepo, commit: &str, name: &s
     ranged(req, file.bytes.clone())
         .header("ETag", format!("\"{}\"", file.blob_id()))
         .header("X-Repo-Commit", commit)
+}
+
+/// The storage host: signed URLs, no Authorization accepted.
+fn route_storage(req: &Request, state: &State) -> Response {
+    if req.headers.contains_key("authorization") {
+        // What S3 answers to a signed URL that also carries a token.
+        return Response::error(
+            400,
+            "InvalidArgument",
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter should be specified",
+        );
+    }
+    let Some(sha) = req.path.strip_prefix("/lfs/") else {
+        return Response::error(404, "", "no such object");
+    };
+    if !req.query.contains("X-Amz-Signature=") {
+        return Response::error(403, "AccessDenied", "unsigned request");
+    }
+    let file = state
+        .repos
+        .iter()
+        .flat_map(|r| r.commits.values().flatten())
+        .find(|f| f.lfs && f.sha256() == sha);
+    let Some(file) = file else {
+        return Response::error(404, "", "no such object");
+    };
+    let mut bytes = file.bytes.clone();
+    if state.faults.corrupt_lfs.load(Ordering::SeqCst) && !bytes.is_empty() {
+        bytes[0] ^= 0xff;
+    }
+    let mut r = ranged(req, bytes).header("ETag", format!("\"{sha}\""));
+    r.slow_ms = state.faults.slow_lfs_ms.load(Ordering::SeqCst);
+    // Only content transfers are cut, not HEAD requests.
+    let drop = req.method == "GET"
+        && r.body.len() > 1
+        && state
+            .faults
+            .drops
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+            .is_ok();
+    if drop {
+        r.cut_after = Some(r.body.len() / 2);
+    }
+    r
 }
 
 /// 200 with the whole body, or 206 with the asked range.

@@ -15,6 +15,19 @@ use mawqif::rng::SplitMix64;
 use mawqif::Label;
 
 pub const HIDDEN: usize = 32;
+
+/// Proxy variables a CI machine may set: tests that talk to the mock hub
+/// do not inherit them (mawqif never proxies loopback anyway, Python would).
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
 pub const MAX_POSITIONS: usize = 64;
 
 pub fn article() -> String {
