@@ -67,14 +67,20 @@ pub struct InputFailure {
     pub source: String,
     /// The record (id, or `line N`) when the failure is one record's.
     pub record: Option<String>,
-    pub error: MawqifError,
+    /// Boxed: failures are rare and travel inside every `Result` item.
+    pub error: Box<MawqifError>,
 }
 
 impl std::fmt::Display for InputFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let message = self.error.to_string();
+        // Most errors name their file already; say which input the others are.
+        if message.contains(&self.source) {
+            return f.write_str(&message);
+        }
         match &self.record {
-            Some(r) => write!(f, "{} ({r}): {}", self.source, self.error),
-            None => write!(f, "{}: {}", self.source, self.error),
+            Some(r) => write!(f, "{} ({r}): {message}", self.source),
+            None => write!(f, "{}: {message}", self.source),
         }
     }
 }
@@ -92,7 +98,7 @@ pub fn documents(
         Box::new(std::iter::once(Err(InputFailure {
             source: path.display().to_string(),
             record: None,
-            error,
+            error: Box::new(error),
         })))
     };
     match format {
@@ -107,7 +113,7 @@ pub fn documents(
                 .map_err(|error| InputFailure {
                     source,
                     record: None,
-                    error,
+                    error: Box::new(error),
                 }),
         )),
         InputFormat::Jsonl => match open(path) {
@@ -171,7 +177,7 @@ impl Iterator for JsonlRecords {
                     return Some(Err(InputFailure {
                         source: self.source.clone(),
                         record: None,
-                        error,
+                        error: Box::new(error),
                     }));
                 }
             }
@@ -189,11 +195,11 @@ impl JsonlRecords {
         InputFailure {
             source: self.source.clone(),
             record: Some(format!("line {}", self.line)),
-            error: MawqifError::BadRecord {
+            error: Box::new(MawqifError::BadRecord {
                 path: self.path.clone(),
                 line: self.line,
                 reason: reason.into(),
-            },
+            }),
         }
     }
 
@@ -219,7 +225,7 @@ impl JsonlRecords {
         .map_err(|error| InputFailure {
             source: self.source.clone(),
             record: Some(format!("line {}", self.line)),
-            error,
+            error: Box::new(error),
         })
     }
 }
@@ -298,7 +304,7 @@ fn csv_records(
                 return Some(Err(InputFailure {
                     source: source.clone(),
                     record: None,
-                    error: MawqifError::malformed(&path, format!("no CSV header: {e}")),
+                    error: Box::new(MawqifError::malformed(&path, format!("no CSV header: {e}"))),
                 }));
             }
             Err(_) => return None,
@@ -341,7 +347,7 @@ fn csv_records(
         Some(item.map_err(|error| InputFailure {
             source: source.clone(),
             record: Some(format!("line {line}")),
-            error,
+            error: Box::new(error),
         }))
     })
 }

@@ -100,6 +100,11 @@ impl ResumableOutput {
         self.done.contains(key)
     }
 
+    /// The keys of the documents completed so far.
+    pub fn done_keys(&self) -> HashSet<String> {
+        self.done.clone()
+    }
+
     pub fn completed(&self) -> usize {
         self.done.len()
     }

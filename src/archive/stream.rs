@@ -40,6 +40,8 @@ pub struct DocInfo {
     pub id: Option<String>,
     pub fields: Option<Map<String, Value>>,
     pub sentences: usize,
+    /// Length of the text in bytes (for progress).
+    pub bytes: usize,
 }
 
 impl DocInfo {
@@ -54,7 +56,7 @@ impl DocInfo {
 #[derive(Debug)]
 pub enum StreamError<E> {
     Input(InputFailure),
-    Model(crate::error::MawqifError),
+    Model(Box<crate::error::MawqifError>),
     Sink(E),
 }
 
@@ -85,6 +87,7 @@ pub struct Streamer<'a> {
     first_doc: usize,
     profiles: bool,
     sentences: usize,
+    documents: usize,
 }
 
 impl<'a> Streamer<'a> {
@@ -107,7 +110,13 @@ impl<'a> Streamer<'a> {
             first_doc: 0,
             profiles,
             sentences: 0,
+            documents: 0,
         }
+    }
+
+    /// Texts completed so far.
+    pub fn documents(&self) -> usize {
+        self.documents
     }
 
     /// Sentences classified so far.
@@ -130,7 +139,7 @@ impl<'a> Streamer<'a> {
                 return Err(StreamError::Input(InputFailure {
                     source: doc.source,
                     record: doc.id.clone(),
-                    error,
+                    error: Box::new(error),
                 }))
             }
         };
@@ -139,6 +148,7 @@ impl<'a> Streamer<'a> {
             id: doc.id,
             fields: doc.fields,
             sentences: segments.len(),
+            bytes: doc.text.len(),
         };
         sink.begin(&info).map_err(StreamError::Sink)?;
         for w in &warnings {
@@ -194,7 +204,7 @@ impl<'a> Streamer<'a> {
         let result = self
             .classifier
             .classify_units(&texts, &previous, &self.options, |_| {})
-            .map_err(StreamError::Model)?;
+            .map_err(|e| StreamError::Model(Box::new(e)))?;
         self.sentences += n;
         for (p, scores) in batch.iter().zip(result.scores) {
             let open = &mut self.docs[p.doc - self.first_doc];
@@ -226,6 +236,7 @@ impl<'a> Streamer<'a> {
                 break;
             };
             self.first_doc += 1;
+            self.documents += 1;
             let profile = ArticleProfile::new(doc.info.key(), &doc.done);
             sink.end(&doc.info, &profile).map_err(StreamError::Sink)?;
         }
