@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{MawqifError, Result};
-use crate::text::input::{read_text, text_from_bytes};
+use crate::text::input::read_text;
 
 /// How inputs are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -264,7 +264,18 @@ fn record_from_fields(
             )))
         }
     };
-    let text = text_from_bytes(&PathBuf::from(format!("{source}:{id}")), text.into_bytes())?;
+    if text.trim().is_empty() {
+        return Err(bad(format!(
+            "record {id}: field {:?} is empty",
+            fields.text
+        )));
+    }
+    if let Some(offset) = text.find('\0') {
+        return Err(bad(format!(
+            "record {id}: field {:?} has a NUL character at byte {offset} (binary data?)",
+            fields.text
+        )));
+    }
     let kept = if fields.keep.is_empty() {
         None
     } else {
@@ -391,11 +402,14 @@ not json
             .map(|i| i.as_ref().unwrap_err().to_string())
             .collect();
         assert!(
-            errors[0].contains("line 4") && errors[0].contains("not JSON"),
+            errors[0].contains("r.jsonl:4:") && errors[0].contains("not JSON"),
             "{errors:?}"
         );
         assert!(errors[1].contains("no \"text\" field"), "{errors:?}");
-        assert!(errors[2].contains("empty"), "{errors:?}");
+        assert!(
+            errors[2].contains("record d") && errors[2].contains("empty"),
+            "{errors:?}"
+        );
         assert!(errors[3].contains("UTF-8"), "{errors:?}");
     }
 

@@ -17,7 +17,7 @@ use super::records::{Document, InputFailure};
 /// Where results go, in input order.
 pub trait Sink {
     type Error;
-    /// A document starts (before any of its units).
+    /// A document starts: after the previous one ended, before its own units.
     fn begin(&mut self, doc: &DocInfo) -> std::result::Result<(), Self::Error>;
     fn unit(&mut self, doc: &DocInfo, unit: &LabelledUnit) -> std::result::Result<(), Self::Error>;
     /// All of a document's units are out.
@@ -73,6 +73,9 @@ struct OpenDoc {
     /// Profiles need every unit; kept only when asked for.
     keep_units: bool,
     written: usize,
+    /// `Sink::begin` was called: only once the documents before it ended,
+    /// so that output (and the resume log) never interleaves two documents.
+    begun: bool,
 }
 
 /// The streaming classifier.
@@ -150,7 +153,6 @@ impl<'a> Streamer<'a> {
             sentences: segments.len(),
             bytes: doc.text.len(),
         };
-        sink.begin(&info).map_err(StreamError::Sink)?;
         for w in &warnings {
             sink.warning(&info, w).map_err(StreamError::Sink)?;
         }
@@ -174,6 +176,7 @@ impl<'a> Streamer<'a> {
             done: Vec::new(),
             keep_units: self.profiles,
             written: 0,
+            begun: false,
         });
         while self.pending.len() >= self.chunk {
             self.run_batch(self.chunk, sink)?;
@@ -207,7 +210,13 @@ impl<'a> Streamer<'a> {
             .map_err(|e| StreamError::Model(Box::new(e)))?;
         self.sentences += n;
         for (p, scores) in batch.iter().zip(result.scores) {
+            // A batch spans documents: end the earlier ones before the next starts.
+            self.close_finished(sink)?;
             let open = &mut self.docs[p.doc - self.first_doc];
+            if !open.begun {
+                sink.begin(&open.info).map_err(StreamError::Sink)?;
+                open.begun = true;
+            }
             let mut unit = LabelledUnit::new(&open.info.source, &p.segment, scores);
             unit.id = open.info.id.clone();
             unit.fields = open.info.fields.clone();
@@ -237,6 +246,9 @@ impl<'a> Streamer<'a> {
             };
             self.first_doc += 1;
             self.documents += 1;
+            if !doc.begun {
+                sink.begin(&doc.info).map_err(StreamError::Sink)?;
+            }
             let profile = ArticleProfile::new(doc.info.key(), &doc.done);
             sink.end(&doc.info, &profile).map_err(StreamError::Sink)?;
         }
@@ -245,7 +257,8 @@ impl<'a> Streamer<'a> {
 }
 
 /// Classify every item of `items` into `sink`: failures of single inputs
-/// go to `on_failure` and the run goes on, unless `on_failure` says stop.
+/// go to `on_failure` and the run goes on, unless `on_failure` says stop
+/// (then the documents before the failure are finished first).
 /// Returns the number of documents classified.
 pub fn run<S: Sink>(
     streamer: &mut Streamer<'_>,
@@ -263,6 +276,8 @@ pub fn run<S: Sink>(
             Ok(()) => documents += 1,
             Err(StreamError::Input(failure)) => {
                 if !on_failure(&failure) {
+                    // The inputs before the bad one are still written whole.
+                    streamer.finish(sink)?;
                     return Err(StreamError::Input(failure));
                 }
             }
@@ -271,4 +286,75 @@ pub fn run<S: Sink>(
     }
     streamer.finish(sink)?;
     Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls a sink gets.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl Sink for Recorder {
+        type Error = std::convert::Infallible;
+        fn begin(&mut self, doc: &DocInfo) -> std::result::Result<(), Self::Error> {
+            self.0.push(format!("begin {}", doc.key()));
+            Ok(())
+        }
+        fn unit(
+            &mut self,
+            doc: &DocInfo,
+            _: &LabelledUnit,
+        ) -> std::result::Result<(), Self::Error> {
+            self.0.push(format!("unit {}", doc.key()));
+            Ok(())
+        }
+        fn end(
+            &mut self,
+            doc: &DocInfo,
+            _: &ArticleProfile,
+        ) -> std::result::Result<(), Self::Error> {
+            self.0.push(format!("end {}", doc.key()));
+            Ok(())
+        }
+        fn warning(&mut self, _: &DocInfo, _: &str) -> std::result::Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn documents_never_interleave_even_when_a_batch_spans_several() {
+        let classifier = Classifier::Cues;
+        // A chunk of 5 sentences cuts through documents of 2 and 3 sentences.
+        let mut streamer = Streamer::new(&classifier, RunOptions::default(), 5, false);
+        let mut sink = Recorder::default();
+        let texts = [
+            "قال الوزير إن الاجتماع انتهى. وأضاف أن الحوار مستمر.",
+            "أعلنت الحكومة خطة جديدة. وصل الوفد إلى طرابلس. بدأت الجلسة صباحاً.",
+            "",
+            "أكد المتحدث أن المفاوضات ناجحة. وقال إن الاتفاق قريب.",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let doc = Document {
+                source: "t".into(),
+                id: Some(format!("d{i}")),
+                text: text.to_string(),
+                fields: None,
+            };
+            if streamer.push(doc, &mut sink).is_err() {
+                panic!("push {i}");
+            }
+        }
+        if streamer.finish(&mut sink).is_err() {
+            panic!("finish");
+        }
+        let mut expected = Vec::new();
+        for (i, n) in [2, 3, 0, 2].into_iter().enumerate() {
+            expected.push(format!("begin d{i}"));
+            expected.extend(std::iter::repeat_n(format!("unit d{i}"), n));
+            expected.push(format!("end d{i}"));
+        }
+        assert_eq!(sink.0, expected);
+    }
 }

@@ -207,9 +207,11 @@ pub fn classify(ctx: &Context, args: ClassifyArgs) -> Result<()> {
     bar.finish_and_clear();
     match run {
         Ok(_) => {}
-        Err(StreamError::Input(failure)) => {
-            bail!("stopped at the first bad input (--fail-fast): {failure}")
-        }
+        // The failure itself was reported as it happened.
+        Err(StreamError::Input(_)) => bail!(
+            "stopped at the first bad input (--fail-fast); {} texts before it were classified",
+            streamer.documents()
+        ),
         Err(StreamError::Model(e)) => return Err((*e).into()),
         Err(StreamError::Sink(e)) => return Err(e.into()),
     }

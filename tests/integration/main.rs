@@ -4,6 +4,7 @@
 mod common;
 
 mod arabert_parity;
+mod archive;
 mod cli;
 mod closed_stdout;
 mod e5_model;
