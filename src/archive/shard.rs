@@ -50,4 +50,25 @@ mod tests {
         // Roughly even (each would hold 250 on average).
         assert!(sizes.iter().all(|&n| (180..320).contains(&n)), "{sizes:?}");
     }
+
+    #[test]
+    fn the_split_is_pinned_so_machines_and_versions_agree() {
+        // Shards of 1000 computed with Python's hashlib (first 8 bytes of
+        // SHA-256, little-endian, mod 1000): a change of hash would silently
+        // mix up the parts of a run split across versions.
+        for (key, shard) in [
+            ("doc-0", 149),
+            ("https://example.com/a/1", 33),
+            ("خبر-7", 148),
+        ] {
+            assert!(
+                Shard {
+                    index: shard,
+                    count: 1000
+                }
+                .contains(key),
+                "{key}"
+            );
+        }
+    }
 }

@@ -331,13 +331,35 @@ fn eval_scores_a_prediction_file_and_checkthat_tsv() {
         v["systems"][1]["metrics"]["accuracy"]
     );
 
-    // CheckThat! TSV written by classify is read back by eval.
+    // CheckThat! TSV written by classify is read back by eval, joined on
+    // sentence_id: a gold file with the rows reversed and 5 labels changed
+    // must score exactly 44 of 49.
     let o = classify_cues("checkthat", "eval/fixtures/article.txt");
     let written = write(tmp.path(), "pred.tsv", &o.stdout);
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let mut rows: Vec<String> = lines.map(String::from).collect();
+    assert_eq!(rows.len(), 49);
+    for row in rows.iter_mut().step_by(10) {
+        let (rest, label) = row.rsplit_once('\t').unwrap();
+        let other = if label == "report" {
+            "opinion"
+        } else {
+            "report"
+        };
+        *row = format!("{rest}\t{other}");
+    }
+    rows.reverse();
+    let gold = write(
+        tmp.path(),
+        "gold.tsv",
+        format!("{header}\n{}\n", rows.join("\n")).as_bytes(),
+    );
     let o = mawqif(&[
         "eval",
         "--gold",
-        &written,
+        &gold,
         "--gold-format",
         "checkthat",
         "--pred",
@@ -348,7 +370,10 @@ fn eval_scores_a_prediction_file_and_checkthat_tsv() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["systems"][0]["matched"], 49);
-    assert_eq!(v["systems"][0]["metrics"]["accuracy"]["value"], 1.0);
+    let accuracy = v["systems"][0]["metrics"]["accuracy"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!((accuracy - 44.0 / 49.0).abs() < 1e-9, "{accuracy}");
 
     let tsv = "sentence_id\tsentence\tlabel\ns1\tقال الوزير إن الخطة جاهزة.\tquotation\ns2\tوصل الوفد إلى العاصمة.\treport\n";
     let gold = write(tmp.path(), "g.tsv", tsv.as_bytes());
@@ -522,12 +547,32 @@ fn bench_reports_json_and_checks_foreign_embeddings() {
         std::fs::metadata(&dump).unwrap().len(),
         3 * crate::common::HIDDEN as u64 * 4
     );
-    // Its own embeddings agree with themselves; a wrong-sized file is refused.
-    let o = run(args(&["--compare-embeddings", dump.to_str().unwrap()]));
+    // Embeddings from another engine (candle, the reference) agree closely...
+    let candle_dump = tmp.path().join("candle.f32");
+    let mut candle_args = args(&["--dump-embeddings", candle_dump.to_str().unwrap()]);
+    candle_args[1] = "candle".into();
+    let o = run(candle_args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(args(&[
+        "--compare-embeddings",
+        candle_dump.to_str().unwrap(),
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(r["label_agreement"], 1.0);
-    assert!(r["cosine_min"].as_f64().unwrap() > 0.9999);
+    assert!(r["cosine_min"].as_f64().unwrap() > 0.9999, "{r}");
+    // ...and a file with two sentences swapped is caught.
+    let bytes = std::fs::read(&candle_dump).unwrap();
+    let row = crate::common::HIDDEN * 4;
+    let mut swapped = bytes[row..2 * row].to_vec();
+    swapped.extend_from_slice(&bytes[..row]);
+    swapped.extend_from_slice(&bytes[2 * row..]);
+    let swapped = write(tmp.path(), "swapped.f32", &swapped);
+    let o = run(args(&["--compare-embeddings", &swapped]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(r["cosine_min"].as_f64().unwrap() < 0.99, "{r}");
+    // A wrong-sized file is refused.
     let short = write(tmp.path(), "short.f32", &[0u8; 12]);
     let o = run(args(&["--compare-embeddings", &short]));
     assert_clean_failure(&o, "sentences");
