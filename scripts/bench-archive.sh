@@ -31,9 +31,10 @@ PY
 # measure NAME ARGS...: peak RSS (MB) and wall time of one run, output discarded.
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%M %e" -o "$WORK/time.txt" "$BIN" "$@" > /dev/null 2> "$WORK/$name.err" || true
+  local err="$WORK/run.err"
+  /usr/bin/time -f "%M %e" -o "$WORK/time.txt" "$BIN" "$@" > /dev/null 2> "$err" || true
   read -r kb secs < "$WORK/time.txt"
-  printf '%-34s peak RSS %6.1f MB  %7.1f s  %s\n' "$name" "$(echo "$kb/1024" | bc -l)" "$secs" "$(tail -n 1 "$WORK/$name.err")"
+  printf '%-34s peak RSS %6.1f MB  %7.1f s  %s\n' "$name" "$(echo "$kb/1024" | bc -l)" "$secs" "$(tail -n 1 "$err")"
 }
 
 small=$(corpus 10)

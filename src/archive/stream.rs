@@ -84,6 +84,9 @@ pub struct Streamer<'a> {
     segmenter: Segmenter,
     options: RunOptions,
     chunk: usize,
+    /// The next batch's size: it starts at one encoder batch and doubles up
+    /// to `chunk`, so the first lines come out after one forward pass.
+    next_chunk: usize,
     pending: VecDeque<Pending>,
     docs: VecDeque<OpenDoc>,
     next_doc: usize,
@@ -102,11 +105,13 @@ impl<'a> Streamer<'a> {
         chunk: usize,
         profiles: bool,
     ) -> Self {
+        let next_chunk = options.batch_size.clamp(1, chunk.max(1));
         Self {
             classifier,
             segmenter: Segmenter::new(),
             options,
             chunk: chunk.max(1),
+            next_chunk,
             pending: VecDeque::new(),
             docs: VecDeque::new(),
             next_doc: 0,
@@ -178,8 +183,9 @@ impl<'a> Streamer<'a> {
             written: 0,
             begun: false,
         });
-        while self.pending.len() >= self.chunk {
-            self.run_batch(self.chunk, sink)?;
+        while self.pending.len() >= self.next_chunk {
+            self.run_batch(self.next_chunk, sink)?;
+            self.next_chunk = (self.next_chunk * 2).min(self.chunk);
         }
         self.close_finished(sink)
     }
