@@ -37,29 +37,57 @@ fn classify_the_article_with_the_shipped_head() {
     );
 }
 
+/// The fixture accuracy (%) that `eval/RESULTS.md` reports in `column`.
+fn recorded_accuracy(column: &str) -> f64 {
+    let results = std::fs::read_to_string("eval/RESULTS.md").unwrap();
+    let table: Vec<Vec<String>> = results
+        .lines()
+        .skip_while(|l| !l.starts_with("| metric |"))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .collect();
+    let at = table[0]
+        .iter()
+        .position(|c| c == column)
+        .unwrap_or_else(|| panic!("no column {column:?} in eval/RESULTS.md"));
+    let row = table
+        .iter()
+        .find(|r| r[1] == "accuracy % [95% CI]")
+        .expect("an accuracy row");
+    row[at].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Both shipped heads still score on the fixture what `eval/RESULTS.md`
+/// says, within two sentences of 49 (engines differ in the last bits): a
+/// broken encoder, tokenizer, override merge or head cannot pass.
 #[test]
-fn e5_model_beats_majority_on_the_fixture() {
+fn shipped_heads_score_what_results_md_reports() {
     let Some(model) = crate::common::e5_model() else {
         return;
     };
-    let o = crate::common::mawqif(&[
-        "eval",
-        "--gold",
-        "eval/fixtures/article.gold.jsonl",
-        "--model",
-        "majority",
-        "--model",
-        model.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", crate::common::stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let majority = v["systems"][0]["metrics"]["macro_f1"]["value"]
-        .as_f64()
-        .unwrap();
-    let e5 = v["systems"][1]["metrics"]["macro_f1"]["value"]
-        .as_f64()
-        .unwrap();
-    assert!(e5 > majority + 0.2, "e5 {e5} vs majority {majority}");
+    for (head, column) in [
+        ("models/heads/multilingual-e5-small", "e5 fine-tuned (default)"),
+        ("models/heads/multilingual-e5-small-frozen", "e5 frozen head"),
+    ] {
+        let o = crate::common::mawqif(&[
+            "eval",
+            "--gold",
+            "eval/fixtures/article.gold.jsonl",
+            "--model",
+            model.to_str().unwrap(),
+            "--head",
+            head,
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{}", crate::common::stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let metrics = &v["systems"][0]["metrics"];
+        let correct = metrics["accuracy"]["value"].as_f64().unwrap() * 49.0;
+        let recorded = recorded_accuracy(column) / 100.0 * 49.0;
+        assert!(
+            (correct - recorded).abs() <= 2.0 + 1e-6,
+            "{head}: {correct:.0} of 49 correct, eval/RESULTS.md says {recorded:.0}"
+        );
+    }
 }
