@@ -66,8 +66,14 @@ fn shipped_heads_score_what_results_md_reports() {
         return;
     };
     for (head, column) in [
-        ("models/heads/multilingual-e5-small", "e5 fine-tuned (default)"),
-        ("models/heads/multilingual-e5-small-frozen", "e5 frozen head"),
+        (
+            "models/heads/multilingual-e5-small",
+            "e5 fine-tuned (default)",
+        ),
+        (
+            "models/heads/multilingual-e5-small-frozen",
+            "e5 frozen head",
+        ),
     ] {
         let o = crate::common::mawqif(&[
             "eval",

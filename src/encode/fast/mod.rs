@@ -259,10 +259,30 @@ impl FastBert {
 /// so the default engine's path can never go untested there).
 #[cfg(test)]
 pub(crate) fn skip_without_bf16(what: &str) {
-    if std::env::var_os("MAWQIF_REQUIRE_BF16").is_some_and(|v| v == "1") {
+    let required = std::env::var_os("MAWQIF_REQUIRE_BF16").is_some_and(|v| v == "1");
+    skip_or_fail(what, required);
+}
+
+#[cfg(test)]
+fn skip_or_fail(what: &str, required: bool) {
+    if required {
         panic!("{what}: this CPU lacks AVX-512 BF16 but MAWQIF_REQUIRE_BF16=1");
     }
     eprintln!("SKIPPED {what}: this CPU lacks AVX-512 BF16");
+}
+
+#[cfg(test)]
+mod require_bf16 {
+    #[test]
+    #[should_panic(expected = "MAWQIF_REQUIRE_BF16=1")]
+    fn a_required_bf16_check_fails_instead_of_skipping() {
+        super::skip_or_fail("a bf16 check", true);
+    }
+
+    #[test]
+    fn an_optional_bf16_check_skips() {
+        super::skip_or_fail("a bf16 check", false);
+    }
 }
 
 /// Microbenchmark, run by hand:
