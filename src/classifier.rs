@@ -8,7 +8,7 @@ use crate::error::{MawqifError, Result};
 use crate::head::features::previous_units;
 use crate::head::{cues, default_head_dir, features, Head};
 use crate::hub::snapshot_identity;
-use crate::label::{Label, Scores};
+use crate::label::{LabelSet, Scores};
 use crate::model::{ModelDir, ModelProfile};
 use crate::report::LabelledUnit;
 use crate::text::{Segment, Segmenter};
@@ -48,8 +48,8 @@ pub enum Classifier {
     },
     /// The transparent rule baseline of [`cues`].
     Cues,
-    /// Always the same label (the majority class of some gold set).
-    Constant(Label),
+    /// Always the same scores (all mass on the majority class of some gold set).
+    Constant(Scores),
 }
 
 impl Classifier {
@@ -94,7 +94,17 @@ impl Classifier {
                 n
             }
             Classifier::Cues => "cues".into(),
-            Classifier::Constant(l) => format!("constant:{l}"),
+            Classifier::Constant(s) => format!("constant:{}", s.best()),
+        }
+    }
+
+    /// The labels this classifier predicts, in score order: the head's own
+    /// set, or the stance scheme of the cue rules.
+    pub fn labels(&self) -> LabelSet {
+        match self {
+            Classifier::Neural { head, .. } => head.spec.labels.clone(),
+            Classifier::Cues => LabelSet::stance(),
+            Classifier::Constant(s) => s.labels().clone(),
         }
     }
 
@@ -143,8 +153,8 @@ impl Classifier {
                 scores: texts.iter().map(|t| cues::cue_scores(t)).collect(),
                 warnings: Vec::new(),
             }),
-            Classifier::Constant(l) => Ok(Classification {
-                scores: vec![Scores::certain(*l); texts.len()],
+            Classifier::Constant(s) => Ok(Classification {
+                scores: vec![s.clone(); texts.len()],
                 warnings: Vec::new(),
             }),
         }

@@ -60,8 +60,16 @@ pub enum MawqifError {
         reason: String,
     },
 
-    #[error("unknown label {0:?} (expected report, quotation, endorsement or opinion)")]
+    #[error("bad label name {0:?}: a label is a non-empty name without spaces, `,` or `=`")]
     UnknownLabel(String),
+
+    #[error("bad label set: {0}")]
+    BadLabelSet(String),
+
+    #[error(
+        "bad --map: {0} (write FROM=TO pairs separated by commas, e.g. report=OBJ,opinion=SUBJ)"
+    )]
+    BadLabelMap(String),
 
     #[error("unknown engine `{0}`: use auto, bf16, f32 or candle")]
     UnknownEngine(String),

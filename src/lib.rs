@@ -37,7 +37,7 @@ pub use classifier::{
 pub use encode::{Embedder, Engine, RunOptions};
 pub use error::{MawqifError, Result};
 pub use head::Head;
-pub use label::{Label, Scores};
+pub use label::{Label, LabelMap, LabelSet, Scores, Stance};
 pub use report::LabelledUnit;
 pub use text::{Segment, Segmenter};
 

@@ -9,34 +9,11 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::label::{Label, Scores};
+use crate::label::{Label, LabelSet, Scores, Stance};
 use crate::text::Segment;
 
-/// Probabilities keyed by label name, in the scheme's order.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ScoreMap {
-    pub report: f32,
-    pub quotation: f32,
-    pub endorsement: f32,
-    pub opinion: f32,
-}
-
-impl From<Scores> for ScoreMap {
-    fn from(s: Scores) -> Self {
-        ScoreMap {
-            report: s.0[0],
-            quotation: s.0[1],
-            endorsement: s.0[2],
-            opinion: s.0[3],
-        }
-    }
-}
-
-impl From<ScoreMap> for Scores {
-    fn from(m: ScoreMap) -> Self {
-        Scores([m.report, m.quotation, m.endorsement, m.opinion])
-    }
-}
+/// Probabilities keyed by label name, in the scheme's order (an object in JSON).
+pub type ScoreMap = Scores;
 
 /// One line of `classify` JSONL output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +43,7 @@ impl LabelledUnit {
             end: segment.end,
             text: segment.text.clone(),
             label: scores.best(),
-            scores: scores.into(),
+            scores,
             fields: None,
         }
     }
@@ -89,6 +66,8 @@ pub enum OutputFormat {
     Table,
     /// CLEF CheckThat! layout: `sentence_id<TAB>sentence<TAB>label`.
     CheckThat,
+    /// A CheckThat! submission: `sentence_id<TAB>label`, one row per unit.
+    Submission,
 }
 
 /// Render labelled units; the table shows a per-file label summary too.
@@ -126,7 +105,10 @@ pub struct UnitWriter {
     several: bool,
     /// Table: texts written so far, and the current text's label counts.
     texts: usize,
-    counts: [usize; 4],
+    counts: Vec<(Label, usize)>,
+    /// Record ids are sentence ids as they are (one unit per record, as in
+    /// CheckThat! input), not `record:index`.
+    record_is_sentence: bool,
 }
 
 impl UnitWriter {
@@ -135,7 +117,23 @@ impl UnitWriter {
             format,
             several,
             texts: 0,
-            counts: [0; 4],
+            counts: Vec::new(),
+            record_is_sentence: false,
+        }
+    }
+
+    /// Each record is one sentence: its id is the sentence id.
+    pub fn record_is_sentence(mut self, yes: bool) -> Self {
+        self.record_is_sentence = yes;
+        self
+    }
+
+    fn sentence_id(&self, u: &LabelledUnit) -> String {
+        match (&u.id, self.several) {
+            (Some(record), _) if self.record_is_sentence => record.clone(),
+            (Some(record), _) => format!("{record}:{}", u.index),
+            (None, true) => format!("{}:{}", u.file, u.index),
+            (None, false) => u.index.to_string(),
         }
     }
 
@@ -144,6 +142,7 @@ impl UnitWriter {
         match self.format {
             OutputFormat::Tsv => writeln!(out, "file\tindex\tstart\tend\tlabel\tscore\ttext"),
             OutputFormat::CheckThat => writeln!(out, "sentence_id\tsentence\tlabel"),
+            OutputFormat::Submission => writeln!(out, "sentence_id\tlabel"),
             OutputFormat::Jsonl | OutputFormat::Table => Ok(()),
         }
     }
@@ -154,7 +153,7 @@ impl UnitWriter {
             if self.texts > 0 {
                 writeln!(out)?;
             }
-            self.counts = [0; 4];
+            self.counts.clear();
             writeln!(out, "{:>4}  {:<11} {:>5}  text", "#", "label", "p")?;
         }
         self.texts += 1;
@@ -168,7 +167,7 @@ impl UnitWriter {
                 writeln!(out)
             }
             OutputFormat::Tsv => {
-                let score = Scores::from(u.scores).get(u.label);
+                let score = u.scores.get(&u.label);
                 writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}\t{:.3}\t{}",
@@ -182,8 +181,20 @@ impl UnitWriter {
                 )
             }
             OutputFormat::Table => {
-                self.counts[u.label.index()] += 1;
-                let score = Scores::from(u.scores).get(u.label);
+                if self.counts.is_empty() {
+                    self.counts = u
+                        .scores
+                        .labels()
+                        .labels()
+                        .iter()
+                        .map(|l| (l.clone(), 0))
+                        .collect();
+                }
+                match self.counts.iter_mut().find(|(l, _)| *l == u.label) {
+                    Some((_, c)) => *c += 1,
+                    None => self.counts.push((u.label.clone(), 1)),
+                }
+                let score = u.scores.get(&u.label);
                 writeln!(
                     out,
                     "{:>4}  {:<11} {:>5.2}  {}",
@@ -193,12 +204,11 @@ impl UnitWriter {
                     u.text
                 )
             }
+            OutputFormat::Submission => {
+                writeln!(out, "{}\t{}", self.sentence_id(u), u.label)
+            }
             OutputFormat::CheckThat => {
-                let id = match (&u.id, self.several) {
-                    (Some(record), _) => format!("{record}:{}", u.index),
-                    (None, true) => format!("{}:{}", u.file, u.index),
-                    (None, false) => u.index.to_string(),
-                };
+                let id = self.sentence_id(u);
                 writeln!(
                     out,
                     "{id}\t{}\t{}",
@@ -214,15 +224,13 @@ impl UnitWriter {
         if self.format != OutputFormat::Table {
             return Ok(());
         }
-        let counts = self.counts;
-        let n: usize = counts.iter().sum();
+        let n: usize = self.counts.iter().map(|(_, c)| c).sum();
         write!(out, "── {name}: {n} sentences:")?;
-        for l in Label::ALL {
-            let c = counts[l.index()];
+        for (l, c) in &self.counts {
             write!(
                 out,
                 "  {l} {c} ({:.0}%)",
-                100.0 * c as f64 / n.max(1) as f64
+                100.0 * *c as f64 / n.max(1) as f64
             )?;
         }
         writeln!(out)
@@ -250,48 +258,92 @@ pub struct ArticleProfile {
     pub shares: ScoreMap,
     /// Mean probability of each label over the sentences.
     pub mean_scores: ScoreMap,
-    /// The sentence most likely to be praise, and the one most likely to be opinion.
+    /// The sentence most likely to be praise, and the one most likely to be
+    /// opinion (stance scheme only; null in other schemes).
     pub strongest_endorsement: Option<StrongestUnit>,
     pub strongest_opinion: Option<StrongestUnit>,
 }
 
-/// Counts keyed by label name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ScoreCounts {
-    pub report: usize,
-    pub quotation: usize,
-    pub endorsement: usize,
-    pub opinion: usize,
+/// Counts keyed by label name, in the scheme's order (an object in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScoreCounts(pub Vec<(Label, usize)>);
+
+impl ScoreCounts {
+    pub fn get(&self, label: &Label) -> usize {
+        self.0
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(0, |(_, c)| *c)
+    }
+}
+
+impl Serialize for ScoreCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (l, c) in &self.0 {
+            map.serialize_entry(l.as_str(), c)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ScoreCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Through an ordered list of entries: JSON maps here keep file order.
+        struct CountsVisitor;
+        impl<'de> serde::de::Visitor<'de> for CountsVisitor {
+            type Value = ScoreCounts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of label counts")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<ScoreCounts, A::Error> {
+                let mut out = Vec::new();
+                while let Some((l, c)) = access.next_entry::<Label, usize>()? {
+                    out.push((l, c));
+                }
+                Ok(ScoreCounts(out))
+            }
+        }
+        d.deserialize_map(CountsVisitor)
+    }
 }
 
 pub const PROFILE_SCHEMA: &str = "mawqif-profile/1";
 
 impl ArticleProfile {
     /// The profile of `units`, all from the text called `file`.
-    pub fn new(file: &str, units: &[LabelledUnit]) -> Self {
+    /// The profile of `units`, all from the text called `file`, over `labels`
+    /// (the classifier's scheme: an empty text still lists every label).
+    pub fn new(file: &str, labels: &LabelSet, units: &[LabelledUnit]) -> Self {
         let n = units.len();
-        let mut counts = [0usize; 4];
-        let mut sums = [0f64; 4];
+        let k = labels.len();
+        let mut counts = vec![0usize; k];
+        let mut sums = vec![0f64; k];
         for u in units {
-            counts[u.label.index()] += 1;
-            for (k, p) in Scores::from(u.scores).0.iter().enumerate() {
-                sums[k] += *p as f64;
+            if let Some(i) = labels.index(&u.label) {
+                counts[i] += 1;
+            }
+            for (i, l) in labels.labels().iter().enumerate() {
+                sums[i] += u.scores.get(l) as f64;
             }
         }
-        let per = |v: [f64; 4]| -> ScoreMap {
+        let per = |v: Vec<f64>| -> ScoreMap {
             let d = n.max(1) as f64;
-            Scores([
-                (v[0] / d) as f32,
-                (v[1] / d) as f32,
-                (v[2] / d) as f32,
-                (v[3] / d) as f32,
-            ])
-            .into()
+            // One value per label by construction.
+            Scores::from_values(labels, v.iter().map(|x| (x / d) as f32))
         };
-        let strongest = |label: Label| {
+        let strongest = |label: Stance| {
+            if !labels.is_stance() {
+                return None;
+            }
+            let label = label.label();
             units
                 .iter()
-                .map(|u| (u, Scores::from(u.scores).get(label)))
+                .map(|u| (u, u.scores.get(&label)))
                 .fold(None::<(&LabelledUnit, f32)>, |best, (u, p)| match best {
                     Some((_, q)) if q >= p => best,
                     _ => Some((u, p)),
@@ -306,16 +358,18 @@ impl ArticleProfile {
             schema: PROFILE_SCHEMA.to_string(),
             file: file.to_string(),
             sentences: n,
-            counts: ScoreCounts {
-                report: counts[0],
-                quotation: counts[1],
-                endorsement: counts[2],
-                opinion: counts[3],
-            },
-            shares: per(counts.map(|c| c as f64)),
+            counts: ScoreCounts(
+                labels
+                    .labels()
+                    .iter()
+                    .cloned()
+                    .zip(counts.iter().copied())
+                    .collect(),
+            ),
+            shares: per(counts.iter().map(|&c| c as f64).collect()),
             mean_scores: per(sums),
-            strongest_endorsement: strongest(Label::Endorsement),
-            strongest_opinion: strongest(Label::Opinion),
+            strongest_endorsement: strongest(Stance::Endorsement),
+            strongest_opinion: strongest(Stance::Opinion),
         }
     }
 }
@@ -333,23 +387,36 @@ mod tests {
             text: t.into(),
         };
         let units = vec![
-            LabelledUnit::new("a", &seg(0, "أ"), Scores([0.7, 0.1, 0.1, 0.1])),
-            LabelledUnit::new("a", &seg(1, "ب"), Scores([0.1, 0.1, 0.6, 0.2])),
-            LabelledUnit::new("a", &seg(2, "ج"), Scores([0.1, 0.1, 0.3, 0.5])),
-            LabelledUnit::new("a", &seg(3, "د"), Scores([0.6, 0.2, 0.1, 0.1])),
+            LabelledUnit::new("a", &seg(0, "أ"), Scores::stance([0.7, 0.1, 0.1, 0.1])),
+            LabelledUnit::new("a", &seg(1, "ب"), Scores::stance([0.1, 0.1, 0.6, 0.2])),
+            LabelledUnit::new("a", &seg(2, "ج"), Scores::stance([0.1, 0.1, 0.3, 0.5])),
+            LabelledUnit::new("a", &seg(3, "د"), Scores::stance([0.6, 0.2, 0.1, 0.1])),
         ];
-        let p = ArticleProfile::new("a", &units);
+        let stance = LabelSet::stance();
+        let l = |s: Stance| s.label();
+        let p = ArticleProfile::new("a", &stance, &units);
         assert_eq!(p.sentences, 4);
         assert_eq!(
-            (p.counts.report, p.counts.endorsement, p.counts.opinion),
+            (
+                p.counts.get(&l(Stance::Report)),
+                p.counts.get(&l(Stance::Endorsement)),
+                p.counts.get(&l(Stance::Opinion))
+            ),
             (2, 1, 1)
         );
-        assert_eq!(p.shares.report, 0.5);
-        assert!((p.mean_scores.endorsement - 0.275).abs() < 1e-6);
+        assert_eq!(p.shares.get(&l(Stance::Report)), 0.5);
+        assert!((p.mean_scores.get(&l(Stance::Endorsement)) - 0.275).abs() < 1e-6);
         assert_eq!(p.strongest_endorsement.as_ref().map(|s| s.index), Some(1));
         assert_eq!(p.strongest_opinion.as_ref().map(|s| s.index), Some(2));
-        let empty = ArticleProfile::new("e", &[]);
-        assert_eq!((empty.sentences, empty.shares.report), (0, 0.0));
+        let empty = ArticleProfile::new("e", &stance, &[]);
+        assert_eq!(
+            (empty.sentences, empty.shares.get(&l(Stance::Report))),
+            (0, 0.0)
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""counts":{"report":2,"quotation":0,"endorsement":1,"opinion":1}"#));
+        let back: ArticleProfile = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
         assert!(empty.strongest_opinion.is_none());
     }
 
@@ -361,7 +428,7 @@ mod tests {
             end: 10,
             text: "خبر".into(),
         };
-        let u = LabelledUnit::new("a.txt", &seg, Scores([0.1, 0.6, 0.2, 0.1]));
+        let u = LabelledUnit::new("a.txt", &seg, Scores::stance([0.1, 0.6, 0.2, 0.1]));
         let mut buf = Vec::new();
         write_units(&mut buf, &[u], OutputFormat::Jsonl).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
@@ -370,5 +437,34 @@ mod tests {
         assert_eq!(v["label"], "quotation");
         assert_eq!(v["scores"].as_object().unwrap().len(), 4);
         assert_eq!(v["start"], 3);
+    }
+
+    #[test]
+    fn submission_rows_use_record_ids_and_the_units_own_labels() {
+        let labels = LabelSet::parse("OBJ,SUBJ").unwrap();
+        let seg = Segment {
+            index: 0,
+            start: 0,
+            end: 3,
+            text: "خبر".into(),
+        };
+        let mut u = LabelledUnit::new(
+            "lab.tsv",
+            &seg,
+            Scores::new(labels.clone(), vec![0.2, 0.8]).unwrap(),
+        );
+        u.id = Some("Almayadeen_15_3".into());
+        let mut buf = Vec::new();
+        let mut w = UnitWriter::new(OutputFormat::Submission, true).record_is_sentence(true);
+        w.start(&mut buf).unwrap();
+        w.unit(&mut buf, &u).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "sentence_id\tlabel\nAlmayadeen_15_3\tSUBJ\n"
+        );
+        let mut buf = Vec::new();
+        let mut w = UnitWriter::new(OutputFormat::Submission, true);
+        w.unit(&mut buf, &u).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), "Almayadeen_15_3:0\tSUBJ\n");
     }
 }

@@ -20,6 +20,17 @@ pub enum InputFormat {
     Jsonl,
     /// A header row, then one record per row.
     Csv,
+    /// CLEF CheckThat! TSV: a header row (`sentence_id<TAB>sentence[<TAB>label]`),
+    /// then one sentence per row, unquoted. Each row is one sentence: it is
+    /// classified as it is, not segmented.
+    CheckThat,
+}
+
+impl InputFormat {
+    /// Whether each record is one sentence to classify as it is.
+    pub fn is_sentence_per_record(self) -> bool {
+        self == InputFormat::CheckThat
+    }
 }
 
 /// Which fields of a record hold what.
@@ -132,6 +143,17 @@ pub fn documents(
                 path.to_path_buf(),
                 reader,
                 fields.clone(),
+                false,
+            )),
+            Err(e) => fail(e),
+        },
+        InputFormat::CheckThat => match open(path) {
+            Ok(reader) => Box::new(csv_records(
+                source,
+                path.to_path_buf(),
+                reader,
+                fields.clone(),
+                true,
             )),
             Err(e) => fail(e),
         },
@@ -300,10 +322,15 @@ fn csv_records(
     path: PathBuf,
     reader: Box<dyn Read>,
     fields: RecordFields,
+    tab_separated_unquoted: bool,
 ) -> impl Iterator<Item = Item> {
-    let mut csv = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_reader(reader);
+    let mut builder = csv::ReaderBuilder::new();
+    builder.flexible(false);
+    if tab_separated_unquoted {
+        // As the lab's own reader (pandas, QUOTE_NONE): quotes are text.
+        builder.delimiter(b'\t').quoting(false);
+    }
+    let mut csv = builder.from_reader(reader);
     let headers = csv.byte_headers().cloned();
     let mut rows = csv.into_byte_records();
     let mut failed_header = false;
@@ -430,6 +457,38 @@ not json
             .contains("قال الوزير، في بيان"));
         assert!(items[1].is_err(), "a short row is malformed");
         assert!(items[2].as_ref().unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn checkthat_rows_are_records_with_string_ids_and_quotes_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "lab.tsv",
+            "sentence_id\tsentence\tlabel\nAlmayadeen_15_3\tقال \"الوزير\" إن الخطة جيدة. وأضاف أمرا.\tSUBJ\nx-2\t  \tOBJ\nx-3\tخبر قصير\n"
+                .as_bytes(),
+        );
+        let fields = RecordFields {
+            id: "sentence_id".into(),
+            text: "sentence".into(),
+            keep: vec!["label".into()],
+        };
+        let items: Vec<Item> = documents(&p, InputFormat::CheckThat, &fields).collect();
+        assert_eq!(items.len(), 3);
+        let first = items[0].as_ref().unwrap();
+        assert_eq!(first.id.as_deref(), Some("Almayadeen_15_3"));
+        assert_eq!(first.text, "قال \"الوزير\" إن الخطة جيدة. وأضاف أمرا.");
+        assert_eq!(
+            first.fields.as_ref().unwrap()["label"],
+            Value::String("SUBJ".into())
+        );
+        // An empty sentence is that row's error (a submission needs every row).
+        let empty = items[1].as_ref().unwrap_err().to_string();
+        assert!(empty.contains("x-2") && empty.contains("empty"), "{empty}");
+        // A row with fewer columns than the header is that row's error.
+        assert!(items[2].is_err());
+        assert!(InputFormat::CheckThat.is_sentence_per_record());
+        assert!(!InputFormat::Csv.is_sentence_per_record());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::classifier::Classifier;
 use crate::encode::RunOptions;
+use crate::error::Result;
+use crate::label::{LabelMap, LabelSet};
 use crate::report::{ArticleProfile, LabelledUnit};
 use crate::text::{Segment, Segmenter};
 
@@ -94,6 +96,12 @@ pub struct Streamer<'a> {
     profiles: bool,
     sentences: usize,
     documents: usize,
+    /// Each document is one sentence, classified as it is (CheckThat! rows).
+    whole_documents: bool,
+    /// Renames predicted labels before they go out.
+    map: Option<LabelMap>,
+    /// The labels of the output (after the map), for profiles.
+    labels: LabelSet,
 }
 
 impl<'a> Streamer<'a> {
@@ -119,7 +127,23 @@ impl<'a> Streamer<'a> {
             profiles,
             sentences: 0,
             documents: 0,
+            whole_documents: false,
+            map: None,
+            labels: classifier.labels(),
         }
+    }
+
+    /// Take each document as one sentence, without segmenting it.
+    pub fn whole_documents(mut self, yes: bool) -> Self {
+        self.whole_documents = yes;
+        self
+    }
+
+    /// Rename predicted labels (and merge their scores) with `map`.
+    pub fn with_map(mut self, map: LabelMap) -> Result<Self> {
+        self.labels = map.set(&self.classifier.labels())?;
+        self.map = Some(map);
+        Ok(self)
     }
 
     /// Texts completed so far.
@@ -139,7 +163,16 @@ impl<'a> Streamer<'a> {
         doc: Document,
         sink: &mut S,
     ) -> std::result::Result<(), StreamError<S::Error>> {
-        let segments = self.segmenter.segment(&doc.text);
+        let segments = if self.whole_documents {
+            vec![Segment {
+                index: 0,
+                start: 0,
+                end: doc.text.len(),
+                text: doc.text.clone(),
+            }]
+        } else {
+            self.segmenter.segment(&doc.text)
+        };
         let texts: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
         let warnings = match self.classifier.check(&texts, &self.options) {
             Ok(w) => w,
@@ -218,6 +251,12 @@ impl<'a> Streamer<'a> {
         for (p, scores) in batch.iter().zip(result.scores) {
             // A batch spans documents: end the earlier ones before the next starts.
             self.close_finished(sink)?;
+            let scores = match &self.map {
+                Some(map) => map
+                    .scores(&scores)
+                    .map_err(|e| StreamError::Model(Box::new(e)))?,
+                None => scores,
+            };
             let open = &mut self.docs[p.doc - self.first_doc];
             if !open.begun {
                 sink.begin(&open.info).map_err(StreamError::Sink)?;
@@ -255,7 +294,7 @@ impl<'a> Streamer<'a> {
             if !doc.begun {
                 sink.begin(&doc.info).map_err(StreamError::Sink)?;
             }
-            let profile = ArticleProfile::new(doc.info.key(), &doc.done);
+            let profile = ArticleProfile::new(doc.info.key(), &self.labels, &doc.done);
             sink.end(&doc.info, &profile).map_err(StreamError::Sink)?;
         }
         Ok(())

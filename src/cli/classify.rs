@@ -10,7 +10,7 @@ use mawqif::archive::stream::{self, DocInfo, Sink, StreamError, Streamer};
 use mawqif::archive::{documents, InputFormat, RecordFields, ResumableOutput, Shard};
 use mawqif::report::{ArticleProfile, LabelledUnit, OutputFormat, SegmentRecord, UnitWriter};
 use mawqif::text::input::read_text;
-use mawqif::{RunOptions, Segmenter};
+use mawqif::{LabelMap, RunOptions, Segmenter};
 
 use super::Context;
 
@@ -23,7 +23,11 @@ mawqif classify --input csv --keep-fields outlet,date export.csv\n  \
 mawqif classify --input jsonl --shard 0/4 corpus.jsonl > part0.jsonl   # one of 4 processes\n  \
 mawqif classify --input jsonl corpus.jsonl --resume units.jsonl        # continues a killed run\n  \
 mawqif classify --summary news/*.txt                                  # one profile per text\n  \
-mawqif classify --model cues article.txt                              # the rule baseline\n\n\
+mawqif classify --model cues article.txt                              # the rule baseline\n  \
+mawqif classify --input checkthat --head /tmp/subj-head dev_test_ar.tsv > task1_mono_arabic.tsv\n  \
+mawqif classify --map report=OBJ,quotation=OBJ,endorsement=SUBJ,opinion=SUBJ --input checkthat x.tsv\n\n\
+--input checkthat reads a CLEF CheckThat! TSV (header sentence_id<TAB>sentence[<TAB>label]),\n\
+classifies each row as one sentence and writes the submission sentence_id<TAB>label.\n\
 Output streams in input order as batches finish. A bad file or record is reported on\n\
 stderr and the run goes on; the exit status is then 1 (0 when every input was read).\n\
 --fail-fast stops at the first bad input instead. A closed pipe (| head) ends the run\n\
@@ -32,15 +36,15 @@ pub struct ClassifyArgs {
     /// Input files; `-` or none reads stdin
     files: Vec<PathBuf>,
     /// How inputs are read: each text file is one text, or one record per
-    /// JSONL line / CSV row
+    /// JSONL line / CSV row, or one sentence per CheckThat! TSV row
     #[arg(long, value_enum, default_value = "text")]
     input: InputArg,
-    /// Record field holding the id (JSONL and CSV)
-    #[arg(long, default_value = "id")]
-    id_field: String,
-    /// Record field holding the text (JSONL and CSV)
-    #[arg(long, default_value = "text")]
-    text_field: String,
+    /// Record field holding the id (default: id; sentence_id for checkthat)
+    #[arg(long)]
+    id_field: Option<String>,
+    /// Record field holding the text (default: text; sentence for checkthat)
+    #[arg(long)]
+    text_field: Option<String>,
     /// Record fields copied into every output unit, comma-separated
     #[arg(long, value_delimiter = ',')]
     keep_fields: Vec<String>,
@@ -50,9 +54,15 @@ pub struct ClassifyArgs {
     /// Classifier head directory (default: the model's own head)
     #[arg(long)]
     head: Option<PathBuf>,
-    /// Output format (default: table on a terminal, jsonl otherwise)
+    /// Output format (default: submission for --input checkthat; else table
+    /// on a terminal, jsonl otherwise)
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
+    /// Rename predicted labels before output: FROM=TO pairs, comma-separated
+    /// (e.g. report=OBJ,quotation=OBJ,endorsement=SUBJ,opinion=SUBJ), or a
+    /// file of such pairs, one a line; merged labels' scores are summed
+    #[arg(long, value_name = "MAP")]
+    map: Option<String>,
     /// Write one article profile per text or record (JSONL, schema
     /// mawqif-profile/1) instead of the units
     #[arg(long)]
@@ -86,6 +96,8 @@ pub enum FormatArg {
     Table,
     /// CLEF CheckThat! TSV: sentence_id, sentence, label
     Checkthat,
+    /// CLEF CheckThat! submission: sentence_id, label
+    Submission,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +105,7 @@ enum InputArg {
     Text,
     Jsonl,
     Csv,
+    Checkthat,
 }
 
 /// Sentences per classification call: enough for full encoder batches,
@@ -109,7 +122,9 @@ pub fn classify(ctx: &Context, args: ClassifyArgs) -> Result<()> {
         Some(FormatArg::Tsv) => OutputFormat::Tsv,
         Some(FormatArg::Table) => OutputFormat::Table,
         Some(FormatArg::Checkthat) => OutputFormat::CheckThat,
+        Some(FormatArg::Submission) => OutputFormat::Submission,
         None if args.summary || args.resume.is_some() => OutputFormat::Jsonl,
+        None if matches!(args.input, InputArg::Checkthat) => OutputFormat::Submission,
         None if std::io::stdout().is_terminal() => OutputFormat::Table,
         None => OutputFormat::Jsonl,
     };
@@ -126,11 +141,23 @@ pub fn classify(ctx: &Context, args: ClassifyArgs) -> Result<()> {
         InputArg::Text => InputFormat::Text,
         InputArg::Jsonl => InputFormat::Jsonl,
         InputArg::Csv => InputFormat::Csv,
+        InputArg::Checkthat => InputFormat::CheckThat,
+    };
+    let (id_default, text_default) = match input {
+        InputFormat::CheckThat => ("sentence_id", "sentence"),
+        _ => ("id", "text"),
     };
     let fields = RecordFields {
-        id: args.id_field.clone(),
-        text: args.text_field.clone(),
+        id: args.id_field.clone().unwrap_or_else(|| id_default.into()),
+        text: args
+            .text_field
+            .clone()
+            .unwrap_or_else(|| text_default.into()),
         keep: args.keep_fields.clone(),
+    };
+    let map = match &args.map {
+        Some(spec) => Some(LabelMap::from_arg(spec).with_context(|| format!("--map {spec}"))?),
+        None => None,
     };
     let files = super::input_files(args.files.clone());
     let resumable = match &args.resume {
@@ -182,14 +209,19 @@ pub fn classify(ctx: &Context, args: ClassifyArgs) -> Result<()> {
             }
             keep
         });
-    let mut streamer = Streamer::new(&classifier, options, STREAM_CHUNK, args.summary);
+    let mut streamer = Streamer::new(&classifier, options, STREAM_CHUNK, args.summary)
+        .whole_documents(input.is_sentence_per_record());
+    if let Some(map) = map {
+        streamer = streamer.with_map(map)?;
+    }
     let mut failures = 0usize;
     let mut sink = OutputSink {
         out: match resumable {
             Some(r) => Output::Resume(r),
             None => Output::Stdout(super::out()),
         },
-        writer: UnitWriter::new(format, files.len() > 1 || input != InputFormat::Text),
+        writer: UnitWriter::new(format, files.len() > 1 || input != InputFormat::Text)
+            .record_is_sentence(input.is_sentence_per_record()),
         summary: args.summary,
         bar: &bar,
         started,

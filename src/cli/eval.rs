@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};
 
 use mawqif::eval::gold::previous_in_document;
@@ -13,7 +13,7 @@ use mawqif::eval::{
     BOOTSTRAP_SEED,
 };
 use mawqif::text::input::read_text;
-use mawqif::{Classifier, RunOptions};
+use mawqif::{Classifier, LabelMap, LabelSet, RunOptions, Scores};
 
 use super::Context;
 
@@ -23,9 +23,15 @@ mawqif eval --gold eval/fixtures/article.gold.jsonl --model cues --model majorit
 mawqif eval --gold eval/fixtures/article.gold.jsonl --model models/multilingual-e5-small --errors\n  \
 mawqif classify --format jsonl eval/fixtures/article.txt > pred.jsonl\n  \
 mawqif eval --gold eval/fixtures/article.gold.jsonl --pred pred.jsonl --format markdown\n  \
-mawqif eval --gold my.tsv --gold-format checkthat --model cues\n\n\
+mawqif eval --gold my.tsv --gold-format checkthat --model cues\n  \
+mawqif eval --gold dev_test_ar.tsv --gold-format checkthat --pred submission.tsv\n  \
+mawqif eval --gold dev_test_ar.tsv --gold-format checkthat --model models/multilingual-e5-small \\\n    \
+--map report=OBJ,quotation=OBJ,endorsement=SUBJ,opinion=SUBJ\n\n\
 Each --pred and --model adds a column. Gold JSONL spans are matched to predictions by span;\n\
-CheckThat! TSV by sentence_id. The `cues` baseline is always computed for reference.")]
+CheckThat! TSV by sentence_id (any string ids; three columns, or the lab's two-column\n\
+submission sentence_id<TAB>label for --pred). Labels are any names: the scheme is the gold's.\n\
+The `cues` baseline is computed for reference when the gold speaks the stance scheme\n\
+(or what --map makes of it).")]
 pub struct EvalArgs {
     /// Gold labels (JSONL with id/start/end/text/label/alt, or CheckThat! TSV)
     #[arg(long)]
@@ -51,6 +57,11 @@ pub struct EvalArgs {
     /// List each misclassified sentence with gold, prediction and score
     #[arg(long)]
     errors: bool,
+    /// Rename predicted labels before scoring: FROM=TO pairs, comma-separated
+    /// (e.g. report=OBJ,quotation=OBJ,endorsement=SUBJ,opinion=SUBJ), or a
+    /// file of such pairs, one a line
+    #[arg(long, value_name = "MAP")]
+    map: Option<String>,
     /// Seed of the bootstrap resampling
     #[arg(long, default_value_t = BOOTSTRAP_SEED)]
     seed: u64,
@@ -92,6 +103,10 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<()> {
         GoldFormatArg::Checkthat => GoldFormat::CheckThat,
     };
     let gold = read_gold(&args.gold, format)?;
+    let map = match &args.map {
+        Some(spec) => Some(LabelMap::from_arg(spec).with_context(|| format!("--map {spec}"))?),
+        None => None,
+    };
     let source = match args.text.clone().or_else(|| default_source(&args.gold)) {
         Some(p) if format == GoldFormat::Jsonl => Some(read_text(&p)?),
         _ => None,
@@ -99,7 +114,13 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<()> {
     let mut classifiers: Vec<(String, Classifier)> = Vec::new();
     for m in &args.model {
         let c = match m.as_str() {
-            "majority" => Classifier::Constant(majority_label(&gold)),
+            "majority" => {
+                let labels = LabelSet::covering(gold.iter().map(|g| &g.label))
+                    .context("`majority` needs gold with at least two labels")?;
+                let label = majority_label(&gold, labels.labels())
+                    .context("`majority` needs a non-empty gold set")?;
+                Classifier::Constant(Scores::certain(&labels, &label))
+            }
             other => super::load_classifier(ctx, other, args.head.as_deref())?,
         };
         let name = match m.as_str() {
@@ -139,8 +160,15 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<()> {
             from: args.gold.clone(),
         });
     }
-    let report = build_report(&args.gold, &gold, source.as_deref(), &systems, args.seed)
-        .map_err(|e| in_context(e.into()))?;
+    let report = build_report(
+        &args.gold,
+        &gold,
+        source.as_deref(),
+        &systems,
+        map.as_ref(),
+        args.seed,
+    )
+    .map_err(|e| in_context(e.into()))?;
     bar.finish_and_clear();
     let text = match args.format {
         ReportFormat::Table => report.to_table(args.errors),

@@ -10,10 +10,11 @@ use indicatif::ProgressBar;
 use mawqif::eval::SystemReport;
 use mawqif::train::recipe::{count_texts, FoldResult};
 use mawqif::train::{
-    load_examples, train_fine_tuned, train_frozen, Example, FineTuneOptions, FineTuneTraining,
-    FrozenTraining, HeadKind, TrainObserver, TrainOptions, Trained, ENCODER_OVERRIDE_FILE,
+    label_set, load_examples, train_fine_tuned, train_frozen, Example, FineTuneOptions,
+    FineTuneTraining, FrozenTraining, HeadKind, TrainObserver, TrainOptions, Trained,
+    ENCODER_OVERRIDE_FILE,
 };
-use mawqif::{Embedder, Label};
+use mawqif::{Embedder, LabelSet};
 
 use super::Context;
 
@@ -21,12 +22,18 @@ use super::Context;
 #[command(after_help = "Examples:\n  \
 mawqif train --data eval/train/gold --out /tmp/head            # 20% of texts held out as dev\n  \
 mawqif train --data eval/train/gold --cv-by-text 5 --out /tmp/head\n  \
-mawqif train --data eval/train/gold --dev-fraction 0 --out models/heads/multilingual-e5-small\n\n\
+mawqif train --data eval/train/gold --dev-fraction 0 --out models/heads/multilingual-e5-small\n  \
+mawqif train --data train_ar.tsv --dev-fraction 0 --out /tmp/subj-head   # CheckThat! TSV, SUBJ/OBJ\n\n\
+The head learns the labels of the data (any scheme of two or more labels; the four stance\n\
+labels in their order when the data has only those), or exactly --labels.\n\
 Files under eval/fixtures/ are refused: they are held-out evaluation data.")]
 pub struct TrainArgs {
-    /// Gold JSONL files or directories of them (repeatable)
+    /// Gold files (JSONL, or CheckThat! `*.tsv`) or directories of them (repeatable)
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
+    /// The head's labels in output order, comma-separated (default: the labels of the data)
+    #[arg(long, value_name = "A,B,...")]
+    labels: Option<String>,
     /// Encoder: a model directory or a hub id (`org/name[@REV]`, downloaded on first use)
     #[arg(long = "model", default_value = mawqif::DEFAULT_MODEL_DIR)]
     model_spec: String,
@@ -183,11 +190,27 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
     if examples.is_empty() {
         bail!("no labelled sentences in {:?}", args.data);
     }
+    let given = match &args.labels {
+        Some(list) => Some(LabelSet::parse(list).with_context(|| format!("--labels {list}"))?),
+        None => None,
+    };
+    let labels = label_set(&examples, given.as_ref())?;
+    if !labels.is_stance() {
+        eprintln!(
+            "labels: {}",
+            labels
+                .labels()
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     // After the data checks: a bad data file should not wait for a download.
     let model = super::hub::resolve_model_dir(ctx, &args.model_spec)?;
     let mut console = Console { bar: None };
     if args.fine_tune {
-        return run_fine_tune(ctx, &args, &model, &examples, &mut console);
+        return run_fine_tune(ctx, &args, &model, &examples, labels, &mut console);
     }
     let embedder = Embedder::open(&model, ctx.engine)
         .with_context(|| format!("loading model {}", model.display()))?;
@@ -205,6 +228,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
             learning_rate: args.lr,
             class_weights: !args.no_class_weights,
             seed: args.seed,
+            labels: Some(labels),
         },
         cues: !args.no_cues,
         context: args.context,
@@ -278,8 +302,10 @@ fn print_results(examples: &[Example], trained: &Trained, what: &str) -> std::io
 }
 
 fn print_per_class(out: &mut impl Write, report: &SystemReport) -> std::io::Result<()> {
-    for l in Label::ALL {
-        let c = &report.metrics.per_class[l.as_str()];
+    for l in &report.metrics.labels {
+        let Some(c) = report.metrics.per_class.get(l.as_str()) else {
+            continue;
+        };
         writeln!(
             out,
             "  {:<12} P {:.3} R {:.3} F1 {:.3} (n={})",
@@ -298,6 +324,7 @@ fn run_fine_tune(
     args: &TrainArgs,
     model: &Path,
     examples: &[Example],
+    labels: LabelSet,
     console: &mut Console,
 ) -> Result<()> {
     let started = std::time::Instant::now();
@@ -314,6 +341,7 @@ fn run_fine_tune(
             context: args.context,
             rank: args.lora_rank.max(1),
             alpha: args.lora_alpha,
+            labels: Some(labels),
             ..FineTuneOptions::default()
         },
         dev_fraction: args.dev_fraction,

@@ -3,7 +3,10 @@
 //! Gold sets are JSONL (`{"id","start","end","text","label","alt"}`, spans
 //! into the source text) or CLEF CheckThat! TSV (`sentence_id<TAB>sentence<TAB>label`).
 //! Predictions are `mawqif classify` JSONL (matched by span) or CheckThat! TSV
-//! (matched by id). Unmatched sentences are counted, never dropped silently.
+//! (matched by id): three columns, or the lab's two-column submission
+//! `sentence_id<TAB>label`. Ids are any strings; labels any names (the
+//! scheme is the data's own). Unmatched sentences are counted, never dropped
+//! silently.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MawqifError, Result};
-use crate::label::{Label, Scores};
+use crate::label::{Label, LabelMap, Scores};
 use crate::report::LabelledUnit;
 
 /// One gold sentence.
@@ -50,10 +53,112 @@ impl From<&LabelledUnit> for Prediction {
             id: Some(u.index.to_string()),
             span: Some((u.start, u.end)),
             text: u.text.clone(),
-            label: u.label,
-            scores: Some(u.scores.into()),
+            label: u.label.clone(),
+            scores: Some(u.scores.clone()),
         }
     }
+}
+
+impl Prediction {
+    /// This prediction in another scheme.
+    pub fn mapped(&self, map: &LabelMap) -> Result<Prediction> {
+        Ok(Prediction {
+            label: map.label(&self.label),
+            scores: match &self.scores {
+                Some(s) => Some(map.scores(s)?),
+                None => None,
+            },
+            ..self.clone()
+        })
+    }
+}
+
+/// The columns of a CheckThat! TSV file: named by its header row
+/// (`sentence_id`, `sentence`, `label`, in any order, others ignored), or
+/// without a header `id, sentence, label` (three columns) / `id, label` (two).
+struct TsvColumns {
+    id: usize,
+    sentence: Option<usize>,
+    label: Option<usize>,
+    width: usize,
+}
+
+impl TsvColumns {
+    fn from_header(cols: &[&str]) -> Option<TsvColumns> {
+        let find = |name: &str| cols.iter().position(|c| c.trim() == name);
+        Some(TsvColumns {
+            id: find("sentence_id")?,
+            sentence: find("sentence"),
+            label: find("label"),
+            width: cols.len(),
+        })
+    }
+
+    fn positional(width: usize) -> TsvColumns {
+        TsvColumns {
+            id: 0,
+            sentence: (width >= 3).then_some(1),
+            label: match width {
+                0 | 1 => None,
+                2 => Some(1),
+                _ => Some(2),
+            },
+            width,
+        }
+    }
+}
+
+/// One row of a CheckThat! TSV file: line number, id, sentence, label.
+type TsvRow = (usize, String, Option<String>, Option<String>);
+
+/// The rows of a CheckThat! TSV file.
+fn checkthat_rows(path: &Path, text: &str) -> Result<Vec<TsvRow>> {
+    let mut columns: Option<TsvColumns> = None;
+    let mut rows = Vec::new();
+    for (k, line) in text.lines().enumerate() {
+        let lineno = k + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        let layout = match &columns {
+            Some(c) => c,
+            None => {
+                let header = TsvColumns::from_header(&cols);
+                let is_header = header.is_some();
+                columns = Some(header.unwrap_or_else(|| TsvColumns::positional(cols.len())));
+                if is_header {
+                    continue;
+                }
+                columns
+                    .as_ref()
+                    .ok_or_else(|| bad(path, lineno, "no columns"))?
+            }
+        };
+        if cols.len() != layout.width {
+            return Err(bad(
+                path,
+                lineno,
+                format!(
+                    "{} columns where the file has {} (sentence_id<TAB>sentence<TAB>label, or sentence_id<TAB>label)",
+                    cols.len(),
+                    layout.width
+                ),
+            ));
+        }
+        let id = cols[layout.id].trim().to_string();
+        if id.is_empty() {
+            return Err(bad(path, lineno, "empty sentence_id"));
+        }
+        rows.push((
+            lineno,
+            id,
+            layout.sentence.map(|c| cols[c].to_string()),
+            layout.label.map(|c| cols[c].to_string()),
+        ));
+    }
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +193,45 @@ fn parse_label(path: &Path, line: usize, s: &str) -> Result<Label> {
 
 /// Read a gold set; ids must be unique and `alt` must differ from `label`.
 pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
+    if format == GoldFormat::CheckThat {
+        return read_checkthat_gold(path, true);
+    }
+    read_gold_lines(path, format)
+}
+
+/// CheckThat! gold rows; `unique_ids` refuses a repeated `sentence_id`
+/// (scoring joins on it; training data may repeat one, as the lab's Arabic
+/// training split does).
+pub fn read_checkthat_gold(path: &Path, unique_ids: bool) -> Result<Vec<GoldItem>> {
+    let text = read_nonempty(path)?;
+    let mut items = Vec::new();
+    let mut seen = HashSet::new();
+    {
+        for (lineno, id, sentence, label) in checkthat_rows(path, &text)? {
+            let label = label.ok_or_else(|| {
+                bad(
+                    path,
+                    lineno,
+                    "gold needs a label column: sentence_id<TAB>sentence<TAB>label",
+                )
+            })?;
+            if !seen.insert(id.clone()) && unique_ids {
+                return Err(bad(path, lineno, format!("duplicate id {id:?}")));
+            }
+            items.push(GoldItem {
+                id,
+                start: None,
+                end: None,
+                text: sentence.unwrap_or_default(),
+                label: parse_label(path, lineno, &label)?,
+                alt: None,
+            });
+        }
+    }
+    Ok(items)
+}
+
+fn read_gold_lines(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
     let text = read_nonempty(path)?;
     let mut items = Vec::new();
     let mut seen = HashSet::new();
@@ -134,29 +278,10 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
                     alt,
                 }
             }
-            GoldFormat::CheckThat => {
-                let cols: Vec<&str> = line.split('\t').collect();
-                if k == 0 && cols.first().is_some_and(|c| c.trim() == "sentence_id") {
-                    continue;
-                }
-                if cols.len() < 3 {
-                    return Err(bad(
-                        path,
-                        lineno,
-                        "expected sentence_id<TAB>sentence<TAB>label",
-                    ));
-                }
-                GoldItem {
-                    id: cols[0].trim().to_string(),
-                    start: None,
-                    end: None,
-                    text: cols[1].to_string(),
-                    label: parse_label(path, lineno, cols[2])?,
-                    alt: None,
-                }
-            }
+            // Read above, with its header.
+            GoldFormat::CheckThat => continue,
         };
-        if item.alt == Some(item.label) {
+        if item.alt.as_ref() == Some(&item.label) {
             return Err(bad(path, lineno, "alt repeats the label; use null"));
         }
         if !seen.insert(item.id.clone()) {
@@ -171,6 +296,25 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
 pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Prediction>> {
     let text = read_nonempty(path)?;
     let mut preds = Vec::new();
+    if format == GoldFormat::CheckThat {
+        for (lineno, id, sentence, label) in checkthat_rows(path, &text)? {
+            let label = label.ok_or_else(|| {
+                bad(
+                    path,
+                    lineno,
+                    "predictions need a label column: sentence_id<TAB>label",
+                )
+            })?;
+            preds.push(Prediction {
+                id: Some(id),
+                span: None,
+                text: sentence.unwrap_or_default(),
+                label: parse_label(path, lineno, &label)?,
+                scores: None,
+            });
+        }
+        return Ok(preds);
+    }
     for (k, line) in text.lines().enumerate() {
         let lineno = k + 1;
         if line.trim().is_empty() {
@@ -187,26 +331,7 @@ pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Predictio
                 })?;
                 preds.push(Prediction::from(&u));
             }
-            GoldFormat::CheckThat => {
-                let cols: Vec<&str> = line.split('\t').collect();
-                if k == 0 && cols.first().is_some_and(|c| c.trim() == "sentence_id") {
-                    continue;
-                }
-                if cols.len() < 3 {
-                    return Err(bad(
-                        path,
-                        lineno,
-                        "expected sentence_id<TAB>sentence<TAB>label",
-                    ));
-                }
-                preds.push(Prediction {
-                    id: Some(cols[0].trim().to_string()),
-                    span: None,
-                    text: cols[1].to_string(),
-                    label: parse_label(path, lineno, cols[2])?,
-                    scores: None,
-                });
-            }
+            GoldFormat::CheckThat => continue,
         }
     }
     Ok(preds)
@@ -253,7 +378,8 @@ pub fn match_predictions(
         match index.get(&key) {
             Some(&k) => {
                 let p = &preds[k];
-                if p.text.trim() != g.text.trim() {
+                // Two-column predictions carry no text to check.
+                if !p.text.is_empty() && !g.text.is_empty() && p.text.trim() != g.text.trim() {
                     return Err(bad(
                         pred_path,
                         k + 1,
@@ -331,10 +457,62 @@ mod tests {
             start: None,
             end: None,
             text: text.into(),
-            label: Label::Report,
+            label: crate::label::Stance::Report.label(),
             alt: None,
         };
         let gold = [item("x-00", "a"), item("x-01", "b"), item("y-00", "c")];
         assert_eq!(previous_in_document(&gold), vec![None, Some("a"), None]);
+    }
+
+    #[test]
+    fn checkthat_gold_and_two_column_predictions_join_on_string_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let gold_path = dir.path().join("gold.tsv");
+        std::fs::write(
+            &gold_path,
+            "sentence_id\tsentence\tlabel\nAlmayadeen_15_3\tجملة أولى\tSUBJ\nMIS_2615-eurl_03_023\tجملة ثانية\tOBJ\n",
+        )
+        .unwrap();
+        let pred_path = dir.path().join("pred.tsv");
+        std::fs::write(
+            &pred_path,
+            "sentence_id\tlabel\nMIS_2615-eurl_03_023\tSUBJ\nAlmayadeen_15_3\tSUBJ\n",
+        )
+        .unwrap();
+        let gold = read_gold(&gold_path, GoldFormat::CheckThat).unwrap();
+        assert_eq!(gold[0].label.as_str(), "SUBJ");
+        let preds = read_predictions(&pred_path, GoldFormat::CheckThat).unwrap();
+        let m = match_predictions(&gold, &preds, &pred_path).unwrap();
+        assert_eq!((m.pairs.len(), m.missing.len(), m.extra), (2, 0, 0));
+        assert!(m.pairs.iter().all(|(g, p)| g.id == p.id.clone().unwrap()));
+        // A repeated id: refused for scoring, kept for training.
+        std::fs::write(
+            &gold_path,
+            "sentence_id\tsentence\tlabel\na_1\tجملة\tSUBJ\na_1\tأخرى\tOBJ\n",
+        )
+        .unwrap();
+        assert!(read_gold(&gold_path, GoldFormat::CheckThat).is_err());
+        assert_eq!(read_checkthat_gold(&gold_path, false).unwrap().len(), 2);
+        // Gold without labels cannot be scored; a short row is an error.
+        std::fs::write(&gold_path, "sentence_id\tsentence\na\tنص\n").unwrap();
+        assert!(read_gold(&gold_path, GoldFormat::CheckThat).is_err());
+        std::fs::write(&pred_path, "sentence_id\tlabel\na\n").unwrap();
+        assert!(read_predictions(&pred_path, GoldFormat::CheckThat).is_err());
+    }
+
+    #[test]
+    fn a_map_renames_prediction_labels() {
+        let p = Prediction {
+            id: Some("1".into()),
+            span: None,
+            text: String::new(),
+            label: crate::label::Stance::Opinion.label(),
+            scores: Some(Scores::stance([0.1, 0.1, 0.2, 0.6])),
+        };
+        let map =
+            LabelMap::parse("report=OBJ,quotation=OBJ,endorsement=SUBJ,opinion=SUBJ").unwrap();
+        let m = p.mapped(&map).unwrap();
+        assert_eq!(m.label.as_str(), "SUBJ");
+        assert!((m.scores.unwrap().get(&m.label) - 0.8).abs() < 1e-6);
     }
 }

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::label::Label;
+#[cfg(test)]
+use crate::label::Stance;
 use crate::rng::SplitMix64;
 use crate::text::Segment;
 
@@ -40,32 +42,38 @@ pub struct Metrics {
     pub weighted_f1: f64,
     pub kappa: f64,
     pub per_class: BTreeMap<String, ClassMetrics>,
-    /// Rows are gold labels, columns predictions, both in [`Label::ALL`] order.
-    pub confusion: [[usize; 4]; 4],
+    /// Rows are gold labels, columns predictions, both in the order of
+    /// `labels` (the scheme's order).
+    pub confusion: Vec<Vec<usize>>,
+    /// The labels of `confusion`'s rows and columns (not in the JSON: the
+    /// report lists them once).
+    #[serde(skip)]
+    pub labels: Vec<Label>,
 }
 
-/// Point metrics from (gold, alt, predicted) triples.
-pub fn point_metrics(
-    items: &[(Label, Option<Label>, Label)],
-) -> (f64, f64, f64, f64, f64, [[usize; 4]; 4]) {
+/// (gold, alt, predicted) as indices into a label list.
+type Indexed = (usize, Option<usize>, usize);
+
+/// Point metrics from (gold, alt, predicted) index triples over `k` labels.
+pub fn point_metrics(items: &[Indexed], k: usize) -> (f64, f64, f64, f64, f64, Vec<Vec<usize>>) {
     let n = items.len();
-    let mut confusion = [[0usize; 4]; 4];
+    let mut confusion = vec![vec![0usize; k]; k];
     let mut lenient = 0;
     for &(g, alt, p) in items {
-        confusion[g.index()][p.index()] += 1;
+        confusion[g][p] += 1;
         if p == g || Some(p) == alt {
             lenient += 1;
         }
     }
-    let correct: usize = (0..4).map(|k| confusion[k][k]).sum();
+    let correct: usize = (0..k).map(|i| confusion[i][i]).sum();
     let (per, macro_f1, weighted) = class_metrics(&confusion);
     let _ = per;
     let nf = n.max(1) as f64;
     let po = correct as f64 / nf;
-    let pe: f64 = (0..4)
+    let pe: f64 = (0..k)
         .map(|k| {
             let gold_k: usize = confusion[k].iter().sum();
-            let pred_k: usize = (0..4).map(|r| confusion[r][k]).sum();
+            let pred_k: usize = confusion.iter().map(|row| row[k]).sum();
             (gold_k as f64 / nf) * (pred_k as f64 / nf)
         })
         .sum();
@@ -91,22 +99,25 @@ pub fn point_metrics(
 
 /// Per-class metrics, macro-F1 over labels seen in gold or predictions, and
 /// support-weighted F1.
-pub fn class_metrics(confusion: &[[usize; 4]; 4]) -> ([ClassMetrics; 4], f64, f64) {
-    let mut per = [ClassMetrics {
-        precision: 0.0,
-        recall: 0.0,
-        f1: 0.0,
-        support: 0,
-        predicted: 0,
-    }; 4];
+pub fn class_metrics(confusion: &[Vec<usize>]) -> (Vec<ClassMetrics>, f64, f64) {
+    let mut per = vec![
+        ClassMetrics {
+            precision: 0.0,
+            recall: 0.0,
+            f1: 0.0,
+            support: 0,
+            predicted: 0,
+        };
+        confusion.len()
+    ];
     let total: usize = confusion.iter().flatten().sum();
     let mut macro_sum = 0.0;
     let mut macro_n = 0;
     let mut weighted = 0.0;
-    for k in 0..4 {
+    for k in 0..confusion.len() {
         let tp = confusion[k][k] as f64;
         let support: usize = confusion[k].iter().sum();
-        let predicted: usize = (0..4).map(|r| confusion[r][k]).sum();
+        let predicted: usize = confusion.iter().map(|row| row[k]).sum();
         let precision = if predicted > 0 {
             tp / predicted as f64
         } else {
@@ -146,9 +157,24 @@ pub fn class_metrics(confusion: &[[usize; 4]; 4]) -> ([ClassMetrics; 4], f64, f6
 pub const BOOTSTRAP_SAMPLES: usize = 1000;
 pub const BOOTSTRAP_SEED: u64 = 20_261_129;
 
-/// All metrics with 95% percentile-bootstrap intervals for accuracy and macro-F1.
-pub fn metrics(items: &[(Label, Option<Label>, Label)], seed: u64) -> Metrics {
-    let (acc, lenient, macro_f1, weighted, kappa, confusion) = point_metrics(items);
+/// All metrics with 95% percentile-bootstrap intervals for accuracy and
+/// macro-F1. Rows and columns follow `labels` (the scheme's order); a label
+/// of `items` that is not in it comes after, in order of appearance.
+pub fn metrics(items: &[(Label, Option<Label>, Label)], labels: &[Label], seed: u64) -> Metrics {
+    let mut order: Vec<Label> = labels.to_vec();
+    let mut index_of = |l: &Label| match order.iter().position(|x| x == l) {
+        Some(i) => i,
+        None => {
+            order.push(l.clone());
+            order.len() - 1
+        }
+    };
+    let items: Vec<Indexed> = items
+        .iter()
+        .map(|(g, alt, p)| (index_of(g), alt.as_ref().map(&mut index_of), index_of(p)))
+        .collect();
+    let k = order.len();
+    let (acc, lenient, macro_f1, weighted, kappa, confusion) = point_metrics(&items, k);
     let (per, _, _) = class_metrics(&confusion);
     let mut rng = SplitMix64::new(seed);
     let mut accs = Vec::with_capacity(BOOTSTRAP_SAMPLES);
@@ -160,7 +186,7 @@ pub fn metrics(items: &[(Label, Option<Label>, Label)], seed: u64) -> Metrics {
             for _ in 0..items.len() {
                 sample.push(items[rng.below(items.len())]);
             }
-            let (a, _, m, _, _, _) = point_metrics(&sample);
+            let (a, _, m, _, _, _) = point_metrics(&sample, k);
             accs.push(a);
             macros.push(m);
         }
@@ -188,11 +214,13 @@ pub fn metrics(items: &[(Label, Option<Label>, Label)], seed: u64) -> Metrics {
         macro_f1: interval(macro_f1, macros),
         weighted_f1: weighted,
         kappa,
-        per_class: Label::ALL
+        per_class: order
             .iter()
-            .map(|l| (l.as_str().to_string(), per[l.index()]))
+            .zip(per)
+            .map(|(l, c)| (l.as_str().to_string(), c))
             .collect(),
         confusion,
+        labels: order,
     }
 }
 
@@ -240,25 +268,35 @@ pub fn segmentation_score(gold: &[(usize, usize)], predicted: &[Segment]) -> Seg
     }
 }
 
-/// The most frequent gold label (ties: the scheme's order).
-pub fn majority_label(gold: &[GoldItem]) -> Label {
-    let mut counts = [0usize; 4];
-    for g in gold {
-        counts[g.label.index()] += 1;
-    }
-    let mut best = 0;
-    for k in 1..4 {
-        if counts[k] > counts[best] {
-            best = k;
+/// The most frequent gold label (ties: the earlier label of `labels`).
+pub fn majority_label(gold: &[GoldItem], labels: &[Label]) -> Option<Label> {
+    let count = |l: &Label| gold.iter().filter(|g| g.label == *l).count();
+    let mut best: Option<(&Label, usize)> = None;
+    for l in labels {
+        let c = count(l);
+        if best.is_none_or(|(_, b)| c > b) {
+            best = Some((l, c));
         }
     }
-    Label::ALL[best]
+    best.map(|(l, _)| l.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Label::*;
+    use Stance::*;
+
+    fn stance() -> Vec<Label> {
+        Stance::ALL.iter().map(|s| s.label()).collect()
+    }
+
+    fn metrics(items: &[(Stance, Option<Stance>, Stance)], seed: u64) -> Metrics {
+        let items: Vec<_> = items
+            .iter()
+            .map(|(g, a, p)| (g.label(), a.map(|a| a.label()), p.label()))
+            .collect();
+        super::metrics(&items, &stance(), seed)
+    }
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-9, "{a} != {b}");
@@ -323,12 +361,36 @@ mod tests {
     #[test]
     fn bootstrap_is_reproducible() {
         let items: Vec<_> = (0..30)
-            .map(|k| (Label::ALL[k % 4], None, Label::ALL[(k / 2) % 4]))
+            .map(|k| (Stance::ALL[k % 4], None, Stance::ALL[(k / 2) % 4]))
             .collect();
         let a = metrics(&items, 42);
         let b = metrics(&items, 42);
         assert_eq!(a.accuracy, b.accuracy);
         assert_eq!(a.macro_f1, b.macro_f1);
+    }
+
+    #[test]
+    fn any_label_set_two_and_three_labels() {
+        let l = |n: &str| Label::new(n).unwrap();
+        let (s, o) = (l("SUBJ"), l("OBJ"));
+        // gold S S O O ; pred S O O O: SUBJ P=1 R=1/2 F1=2/3; OBJ P=2/3 R=1 F1=0.8.
+        let items = vec![
+            (s.clone(), None, s.clone()),
+            (s.clone(), None, o.clone()),
+            (o.clone(), None, o.clone()),
+            (o.clone(), None, o.clone()),
+        ];
+        let m = super::metrics(&items, &[o.clone(), s.clone()], 5);
+        close(m.per_class["SUBJ"].f1, 2.0 / 3.0);
+        close(m.per_class["OBJ"].f1, 0.8);
+        close(m.macro_f1.value, (2.0 / 3.0 + 0.8) / 2.0);
+        assert_eq!(m.confusion, vec![vec![2, 0], vec![1, 1]]);
+        // A label outside the given order is appended, not dropped.
+        let three = vec![(l("pos"), None, l("neg")), (l("neu"), None, l("neu"))];
+        let m = super::metrics(&three, &[l("neg"), l("pos")], 5);
+        assert_eq!(m.labels, vec![l("neg"), l("pos"), l("neu")]);
+        assert_eq!(m.confusion[1][0], 1);
+        assert_eq!(m.confusion[2][2], 1);
     }
 
     #[test]

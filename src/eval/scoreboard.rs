@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{MawqifError, Result};
 use crate::head::cues::cue_scores;
-use crate::label::Label;
+use crate::label::{Label, LabelMap, LabelSet, Stance};
 use crate::text::Segmenter;
 
 use super::gold::{match_predictions, predictions_for_gold, GoldItem, Matched, Prediction};
@@ -44,11 +44,12 @@ pub struct SystemReport {
 }
 
 impl SystemReport {
-    pub fn from_matched(name: &str, matched: &Matched, seed: u64) -> Self {
+    /// `labels`: the report's label order.
+    pub fn from_matched(name: &str, matched: &Matched, labels: &[Label], seed: u64) -> Self {
         let items: Vec<_> = matched
             .pairs
             .iter()
-            .map(|(g, p)| (g.label, g.alt, p.label))
+            .map(|(g, p)| (g.label.clone(), g.alt.clone(), p.label.clone()))
             .collect();
         let errors = matched
             .pairs
@@ -56,10 +57,10 @@ impl SystemReport {
             .filter(|(g, p)| g.label != p.label)
             .map(|(g, p)| ErrorRow {
                 id: g.id.clone(),
-                gold: g.label,
-                alt: g.alt,
-                predicted: p.label,
-                score: p.scores.map(|s| s.get(p.label)),
+                gold: g.label.clone(),
+                alt: g.alt.clone(),
+                predicted: p.label.clone(),
+                score: p.scores.as_ref().map(|s| s.get(&p.label)),
                 text: g.text.clone(),
             })
             .collect();
@@ -68,7 +69,7 @@ impl SystemReport {
             matched: matched.pairs.len(),
             missing: matched.missing.len(),
             extra: matched.extra,
-            metrics: metrics(&items, seed),
+            metrics: metrics(&items, labels, seed),
             errors,
         }
     }
@@ -84,8 +85,13 @@ pub struct EvalReport {
     pub segmentation: Option<SegmentationScore>,
     pub bootstrap: BootstrapInfo,
     pub systems: Vec<SystemReport>,
-    /// Macro-F1 of the `cues` rule baseline on the same gold, for reference.
-    pub cues_macro_f1: f64,
+    /// Macro-F1 of the `cues` rule baseline on the same gold, for reference
+    /// (null when the gold's labels are not the stance labels, or what a
+    /// `--map` makes of them).
+    pub cues_macro_f1: Option<f64>,
+    /// The labels of the per-class rows and the confusion matrices, in order.
+    #[serde(skip)]
+    pub labels: Vec<Label>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,22 +149,27 @@ impl EvalReport {
                     .collect(),
             ),
         ];
-        for l in Label::ALL {
+        for l in &self.labels {
             rows.push((
                 format!("F1 {l} (P/R) %"),
                 s.iter()
-                    .map(|r| {
-                        let c = &r.metrics.per_class[l.as_str()];
-                        format!("{} ({}/{})", pct(c.f1), pct(c.precision), pct(c.recall))
+                    .map(|r| match r.metrics.per_class.get(l.as_str()) {
+                        Some(c) => {
+                            format!("{} ({}/{})", pct(c.f1), pct(c.precision), pct(c.recall))
+                        }
+                        None => "-".into(),
                     })
                     .collect(),
             ));
         }
+        let Some(cues_macro_f1) = self.cues_macro_f1 else {
+            return rows;
+        };
         rows.push((
             "vs cues baseline (macro-F1)".into(),
             s.iter()
                 .map(|r| {
-                    let d = r.metrics.macro_f1.value - self.cues_macro_f1;
+                    let d = r.metrics.macro_f1.value - cues_macro_f1;
                     if r.name == "cues" {
                         "baseline".into()
                     } else if d > 0.0 {
@@ -226,27 +237,34 @@ impl EvalReport {
                 "\nconfusion of {} (rows gold, columns predicted):",
                 s.name
             );
-            let _ = writeln!(
-                out,
-                "{:<12}{:>8}{:>10}{:>12}{:>8}",
-                "", "report", "quotation", "endorsement", "opinion"
-            );
-            for l in Label::ALL {
-                let r = &s.metrics.confusion[l.index()];
-                let _ = writeln!(
-                    out,
-                    "{:<12}{:>8}{:>10}{:>12}{:>8}",
-                    l.as_str(),
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3]
-                );
+            // Each column one wider than its name, at least 8; names at least 12.
+            let labels = &s.metrics.labels;
+            let name_w = labels
+                .iter()
+                .map(|l| l.as_str().chars().count() + 1)
+                .max()
+                .unwrap_or(0)
+                .max(12);
+            let widths: Vec<usize> = labels
+                .iter()
+                .map(|l| (l.as_str().chars().count() + 1).max(8))
+                .collect();
+            let mut header = format!("{:<name_w$}", "");
+            for (l, w) in labels.iter().zip(&widths) {
+                header.push_str(&format!("{:>w$}", l.as_str()));
+            }
+            let _ = writeln!(out, "{header}");
+            for (l, row) in labels.iter().zip(&s.metrics.confusion) {
+                let mut line = format!("{:<name_w$}", l.as_str());
+                for (n, w) in row.iter().zip(&widths) {
+                    line.push_str(&format!("{n:>w$}"));
+                }
+                let _ = writeln!(out, "{line}");
             }
             if show_errors {
                 let _ = writeln!(out, "errors of {} ({}):", s.name, s.errors.len());
                 for e in &s.errors {
-                    let alt = e.alt.map(|a| format!("/{a}")).unwrap_or_default();
+                    let alt = e.alt.as_ref().map(|a| format!("/{a}")).unwrap_or_default();
                     let score = e.score.map(|p| format!(" p={p:.2}")).unwrap_or_default();
                     let _ = writeln!(
                         out,
@@ -301,7 +319,7 @@ impl EvalReport {
                         "| {} | {} | {} | {} | {} | {} |",
                         e.id,
                         e.gold,
-                        e.alt.map(|a| a.to_string()).unwrap_or_default(),
+                        e.alt.as_ref().map(|a| a.to_string()).unwrap_or_default(),
                         e.predicted,
                         e.score.map(|p| format!("{p:.2}")).unwrap_or_default(),
                         e.text.replace('|', "\\|")
@@ -357,10 +375,23 @@ pub fn build_report(
     gold: &[GoldItem],
     source: Option<&str>,
     systems: &[System],
+    map: Option<&LabelMap>,
     seed: u64,
 ) -> Result<EvalReport> {
+    let mapped: Vec<Vec<Prediction>> = systems
+        .iter()
+        .map(|s| match map {
+            Some(m) => s.predictions.iter().map(|p| p.mapped(m)).collect(),
+            None => Ok(s.predictions.clone()),
+        })
+        .collect::<Result<_>>()?;
+    let labels = report_labels(
+        gold.iter()
+            .map(|g| &g.label)
+            .chain(mapped.iter().flatten().map(|p| &p.label)),
+    );
     let mut counts = std::collections::BTreeMap::new();
-    for l in Label::ALL {
+    for l in &labels {
         counts.insert(l.as_str().to_string(), 0);
     }
     for g in gold {
@@ -384,16 +415,37 @@ pub fn build_report(
         _ => None,
     };
     let mut reports = Vec::new();
-    for system in systems {
-        let matched = match_predictions(gold, &system.predictions, &system.from)?;
-        reports.push(SystemReport::from_matched(&system.name, &matched, seed));
+    for (system, predictions) in systems.iter().zip(&mapped) {
+        let matched = match_predictions(gold, predictions, &system.from)?;
+        reports.push(SystemReport::from_matched(
+            &system.name,
+            &matched,
+            &labels,
+            seed,
+        ));
     }
-    let cues = gold.iter().map(|g| cue_scores(&g.text)).collect();
-    let cues_matched = match_predictions(gold, &predictions_for_gold(gold, cues), gold_path)?;
-    let cues_macro_f1 = SystemReport::from_matched("cues", &cues_matched, seed)
-        .metrics
-        .macro_f1
-        .value;
+    // The rule baseline speaks the stance scheme: it is a reference only
+    // where the gold does too (or what the map makes of it).
+    let cue_labels = match map {
+        Some(m) => m.set(&LabelSet::stance())?,
+        None => LabelSet::stance(),
+    };
+    let cues_macro_f1 = if gold.iter().all(|g| cue_labels.contains(&g.label)) {
+        let mut cues =
+            predictions_for_gold(gold, gold.iter().map(|g| cue_scores(&g.text)).collect());
+        if let Some(m) = map {
+            cues = cues.iter().map(|p| p.mapped(m)).collect::<Result<_>>()?;
+        }
+        let cues_matched = match_predictions(gold, &cues, gold_path)?;
+        Some(
+            SystemReport::from_matched("cues", &cues_matched, &labels, seed)
+                .metrics
+                .macro_f1
+                .value,
+        )
+    } else {
+        None
+    };
     Ok(EvalReport {
         schema: EVAL_SCHEMA,
         gold: gold_path.display().to_string(),
@@ -407,5 +459,22 @@ pub fn build_report(
         },
         systems: reports,
         cues_macro_f1,
+        labels,
     })
+}
+
+/// The labels of a report: the stance scheme in its order when every label
+/// is a stance label, else all labels seen, sorted by name.
+fn report_labels<'a>(seen: impl Iterator<Item = &'a Label>) -> Vec<Label> {
+    let mut found: Vec<Label> = Vec::new();
+    for l in seen {
+        if !found.contains(l) {
+            found.push(l.clone());
+        }
+    }
+    if found.iter().all(|l| Stance::ALL.iter().any(|s| l == s)) {
+        return LabelSet::stance().labels().to_vec();
+    }
+    found.sort();
+    found
 }

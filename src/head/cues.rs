@@ -6,7 +6,7 @@
 //! Matching is on normalized words (no diacritics or tatweel, one alef form,
 //! common proclitics removed), so `وأشاد` and `أشاد` both hit.
 
-use crate::label::{Label, Scores};
+use crate::label::{LabelSet, Scores, Stance};
 use crate::text::arabic::{is_arabic_letter, is_mark};
 
 /// Endorsement: approval, support, praise, welcome, congratulation, condolence.
@@ -315,26 +315,26 @@ fn normalize_word_seq(s: &str) -> String {
 }
 
 /// The rule baseline's label for one sentence.
-pub fn cue_label(text: &str) -> Label {
+pub fn cue_label(text: &str) -> Stance {
     let c = count(text);
     if c.endorse > 0 {
-        return Label::Endorsement;
+        return Stance::Endorsement;
     }
     if c.vague {
-        return Label::Opinion;
+        return Stance::Opinion;
     }
     if c.say > 0 || c.quotes >= 2 {
-        return Label::Quotation;
+        return Stance::Quotation;
     }
     if c.opinion > 0 || c.question {
-        return Label::Opinion;
+        return Stance::Opinion;
     }
-    Label::Report
+    Stance::Report
 }
 
 /// The rule baseline as scores (all mass on its label).
 pub fn cue_scores(text: &str) -> Scores {
-    Scores::certain(cue_label(text))
+    Scores::certain(&LabelSet::stance(), &cue_label(text).label())
 }
 
 /// Transparent features for a head, in [`CUE_FEATURES`] order; counts are
@@ -363,23 +363,23 @@ mod tests {
     fn worked_examples_of_the_scheme() {
         assert_eq!(
             cue_label("وصل الوفد إلى العاصمة صباح اليوم في زيارة تستغرق يومين."),
-            Label::Report
+            Stance::Report
         );
         assert_eq!(
             cue_label("وقال الوزير: «لن نتراجع عن هذا القرار»."),
-            Label::Quotation
+            Stance::Quotation
         );
         assert_eq!(
             cue_label("وأوضح المتحدث باسم الوزارة أن الخطة تشمل ثلاث مراحل."),
-            Label::Quotation
+            Stance::Quotation
         );
         assert_eq!(
             cue_label("رحّبت الأحزاب بالاتفاق ووصفته بأنه إنجاز وطني."),
-            Label::Endorsement
+            Stance::Endorsement
         );
         assert_eq!(
             cue_label("يرى مراقبون أن الاتفاق قد يفتح الباب أمام تسوية أوسع."),
-            Label::Opinion
+            Stance::Opinion
         );
     }
 
@@ -387,9 +387,9 @@ mod tests {
     fn negated_support_is_not_endorsement() {
         assert_ne!(
             cue_label("أعلن الحزب رفض تأييد المرشح."),
-            Label::Endorsement
+            Stance::Endorsement
         );
-        assert_ne!(cue_label("الحزب لم يؤيد القرار."), Label::Endorsement);
+        assert_ne!(cue_label("الحزب لم يؤيد القرار."), Stance::Endorsement);
     }
 
     #[test]

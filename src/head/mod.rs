@@ -2,7 +2,8 @@
 //!
 //! Contract: a [`Head`] maps one feature vector (pooled encoder output,
 //! optionally followed by the transparent cue features of [`cues`]: see
-//! [`features`]) to a probability for each of the four labels, summing to 1.
+//! [`features`]) to a probability for each label of its own set
+//! (`head.json`'s `labels`; the four stance labels by default), summing to 1.
 //! A head is stored as `head.safetensors` (tensors) + `head.json`
 //! ([`HeadSpec`]).
 
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MawqifError, Result};
 use crate::files::write_atomic;
-use crate::label::{Label, Scores};
+use crate::label::{LabelSet, Scores};
 use crate::model::e5s1::save_safetensors;
 use crate::model::Pooling;
 
@@ -27,7 +28,8 @@ pub use features::{features, FeatureSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadSpec {
     pub format: String,
-    pub labels: Vec<Label>,
+    /// The head's outputs, in order (any scheme of two or more labels).
+    pub labels: LabelSet,
     pub encoder_id: String,
     pub encoder_revision: String,
     pub pooling: Pooling,
@@ -76,12 +78,6 @@ impl Head {
                 format!("format {:?}, expected {HEAD_FORMAT:?}", spec.format),
             ));
         }
-        if spec.labels != Label::ALL {
-            return Err(MawqifError::malformed(
-                &json_path,
-                "labels must be [report, quotation, endorsement, opinion] in that order",
-            ));
-        }
         let tensors = candle_core::safetensors::load(&st_path, &Device::Cpu).map_err(|e| {
             if st_path.exists() {
                 MawqifError::malformed(&st_path, e.to_string())
@@ -113,7 +109,7 @@ impl Head {
         if let Some(h) = spec.hidden {
             dims.push(h);
         }
-        dims.push(Label::ALL.len());
+        dims.push(spec.labels.len());
         let mut layers = Vec::new();
         for k in 0..dims.len() - 1 {
             let w = vec1(&format!("layers.{k}.weight"), dims[k + 1] * dims[k])?;
@@ -175,7 +171,7 @@ impl Head {
             }
             x = y;
         }
-        Scores::from_logits(&x)
+        Scores::from_logits(&self.spec.labels, &x)
     }
 
     /// Check that this head can read vectors of `dim` from encoder `id`.
@@ -212,12 +208,14 @@ pub fn default_head_dir(models_root: &Path, encoder_id: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    use crate::label::{Label, Stance};
+
     #[test]
     fn head_save_load_predict() {
         let dir = tempfile::tempdir().unwrap();
         let spec = HeadSpec {
             format: HEAD_FORMAT.into(),
-            labels: Label::ALL.to_vec(),
+            labels: LabelSet::stance(),
             encoder_id: "test".into(),
             encoder_revision: "r".into(),
             pooling: Pooling::Mean,
@@ -238,8 +236,45 @@ mod tests {
         };
         head.save(dir.path()).unwrap();
         let back = Head::load(dir.path()).unwrap();
-        assert_eq!(back.predict(&[0.0, 5.0]).best(), Label::Quotation);
-        assert_eq!(back.predict(&[-5.0, 0.0]).best(), Label::Endorsement);
+        assert_eq!(back.predict(&[0.0, 5.0]).best(), Stance::Quotation.label());
+        assert_eq!(
+            back.predict(&[-5.0, 0.0]).best(),
+            Stance::Endorsement.label()
+        );
         assert!(back.check_encoder(dir.path(), 3, Pooling::Mean).is_err());
+    }
+
+    #[test]
+    fn a_head_of_two_labels_round_trips_and_a_one_label_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = LabelSet::parse("OBJ,SUBJ").unwrap();
+        let head = Head {
+            spec: HeadSpec {
+                format: HEAD_FORMAT.into(),
+                labels: labels.clone(),
+                encoder_id: "test".into(),
+                encoder_revision: "r".into(),
+                pooling: Pooling::Mean,
+                features: FeatureSpec {
+                    embedding_dim: 1,
+                    cues: false,
+                    context: false,
+                },
+                hidden: None,
+                encoder_override: None,
+                training: serde_json::Value::Null,
+            },
+            feature_mean: vec![0.0],
+            feature_scale: vec![1.0],
+            layers: vec![(vec![-1., 1.], vec![0.; 2])],
+        };
+        head.save(dir.path()).unwrap();
+        let back = Head::load(dir.path()).unwrap();
+        assert_eq!(back.spec.labels, labels);
+        assert_eq!(back.predict(&[3.0]).best(), Label::new("SUBJ").unwrap());
+        assert_eq!(back.predict(&[-3.0]).best(), Label::new("OBJ").unwrap());
+        let json = std::fs::read_to_string(dir.path().join("head.json")).unwrap();
+        std::fs::write(dir.path().join("head.json"), json.replace("\"OBJ\",", "")).unwrap();
+        assert!(Head::load(dir.path()).is_err());
     }
 }

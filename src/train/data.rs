@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{MawqifError, Result};
+use crate::eval::gold::{document_of, read_checkthat_gold};
 use crate::eval::{read_gold, GoldFormat, GoldItem};
-use crate::label::Label;
+use crate::label::{Label, LabelSet};
 
 /// A labelled sentence and the text (document) it came from.
 #[derive(Debug, Clone)]
@@ -40,7 +41,30 @@ pub fn check_not_eval_fixture(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Load gold JSONL files, or every `*.jsonl` in directories (sorted).
+/// The labels a head learns from `examples`: `given` (every example's label
+/// must be in it), or the labels found ([`LabelSet::covering`]).
+pub fn label_set(examples: &[Example], given: Option<&LabelSet>) -> Result<LabelSet> {
+    match given {
+        Some(set) => {
+            if let Some(e) = examples.iter().find(|e| !set.contains(&e.label)) {
+                return Err(MawqifError::BadLabelSet(format!(
+                    "the training data has label {:?}, which --labels {} leaves out",
+                    e.label.as_str(),
+                    set.labels()
+                        .iter()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )));
+            }
+            Ok(set.clone())
+        }
+        None => LabelSet::covering(examples.iter().map(|e| &e.label)),
+    }
+}
+
+/// Load gold files: JSONL (one text per file), CheckThat! TSV (`*.tsv`,
+/// texts from the sentence ids), or every such file in directories (sorted).
 pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
     let mut files = Vec::new();
     for p in paths {
@@ -49,7 +73,7 @@ pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| MawqifError::io(p, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
+                .filter(|f| f.extension().is_some_and(|x| x == "jsonl" || x == "tsv"))
                 .collect();
             found.sort();
             if found.is_empty() {
@@ -71,6 +95,32 @@ pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
                     .to_string()
             })
             .unwrap_or_default();
+        if f.extension().is_some_and(|x| x == "tsv") {
+            // Each id's text (`doc-NN` → `doc`; else the sentence alone).
+            let mut previous: Option<(String, String)> = None;
+            for GoldItem {
+                id,
+                text,
+                label,
+                alt,
+                ..
+            } in read_checkthat_gold(f, false)?
+            {
+                let text_doc = format!("{doc}:{}", document_of(&id));
+                let before = previous
+                    .replace((text_doc.clone(), text.clone()))
+                    .filter(|(d, _)| *d == text_doc)
+                    .map(|(_, t)| t);
+                examples.push(Example {
+                    doc: text_doc,
+                    previous: before,
+                    text,
+                    label,
+                    alt,
+                });
+            }
+            continue;
+        }
         let mut previous = None;
         for GoldItem {
             text, label, alt, ..
@@ -160,7 +210,7 @@ mod tests {
                 doc: format!("d{}", i / 4),
                 previous: None,
                 text: i.to_string(),
-                label: Label::Report,
+                label: crate::label::Stance::Report.label(),
                 alt: None,
             })
             .collect();

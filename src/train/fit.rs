@@ -9,7 +9,7 @@ use ndarray::{Array1, Array2, Axis};
 
 use crate::error::{MawqifError, Result};
 use crate::head::{FeatureSpec, Head, HeadSpec, HEAD_FORMAT};
-use crate::label::Label;
+use crate::label::{Label, LabelSet};
 use crate::model::Pooling;
 use crate::rng::SplitMix64;
 
@@ -27,6 +27,9 @@ pub struct TrainOptions {
     pub learning_rate: f32,
     pub class_weights: bool,
     pub seed: u64,
+    /// The head's labels in order (default: the labels of the training data,
+    /// see [`LabelSet::covering`]).
+    pub labels: Option<LabelSet>,
 }
 
 impl Default for TrainOptions {
@@ -38,6 +41,7 @@ impl Default for TrainOptions {
             learning_rate: 0.01,
             class_weights: true,
             seed: 13,
+            labels: None,
         }
     }
 }
@@ -102,10 +106,21 @@ pub fn train_head(
     let scale = var.mapv(|v| if v > 1e-12 { 1.0 / v.sqrt() } else { 1.0 });
     let xs = (&xa - &mean) * &scale;
 
-    let k = Label::ALL.len();
-    let mut counts = [0usize; 4];
-    for l in y {
-        counts[l.index()] += 1;
+    let k = spec.labels.len();
+    let y: Vec<usize> = y
+        .iter()
+        .map(|l| {
+            spec.labels.index(l).ok_or_else(|| {
+                MawqifError::BadLabelSet(format!(
+                    "training label {l:?} is not one of the head's labels {:?}",
+                    spec.labels.labels()
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut counts = vec![0usize; k];
+    for &l in &y {
+        counts[l] += 1;
     }
     let present = counts.iter().filter(|&&c| c > 0).count().max(1);
     let class_w: Vec<f32> = counts
@@ -120,9 +135,9 @@ pub fn train_head(
         .collect();
     let mut onehot = Array2::<f32>::zeros((n, k));
     let mut row_w = Array1::<f32>::zeros(n);
-    for (i, l) in y.iter().enumerate() {
-        onehot[[i, l.index()]] = 1.0;
-        row_w[i] = class_w[l.index()];
+    for (i, &l) in y.iter().enumerate() {
+        onehot[[i, l]] = 1.0;
+        row_w[i] = class_w[l];
     }
     let w_sum = row_w.sum();
     let mut rng = SplitMix64::new(options.seed);
@@ -220,6 +235,7 @@ pub fn train_head(
 
 /// The `head.json` of a head for an encoder.
 pub fn head_spec(
+    labels: LabelSet,
     encoder_id: &str,
     encoder_revision: &str,
     pooling: Pooling,
@@ -228,7 +244,7 @@ pub fn head_spec(
 ) -> HeadSpec {
     HeadSpec {
         format: HEAD_FORMAT.into(),
-        labels: Label::ALL.to_vec(),
+        labels,
         encoder_id: encoder_id.into(),
         encoder_revision: encoder_revision.into(),
         pooling,
@@ -251,7 +267,7 @@ mod tests {
         let mut rng = SplitMix64::new(5);
         let mut x = Vec::new();
         let mut y = Vec::new();
-        for (k, l) in Label::ALL.iter().enumerate() {
+        for (k, l) in LabelSet::stance().labels().iter().enumerate() {
             for _ in 0..20 {
                 let mut v: Vec<f32> = (0..3).map(|_| rng.unit() as f32 * 0.3).collect();
                 if k < 3 {
@@ -260,7 +276,7 @@ mod tests {
                     v.iter_mut().for_each(|a| *a -= 1.0);
                 }
                 x.push(v);
-                y.push(*l);
+                y.push(l.clone());
             }
         }
         (x, y)
@@ -268,6 +284,7 @@ mod tests {
 
     fn spec(kind: HeadKind) -> HeadSpec {
         head_spec(
+            LabelSet::stance(),
             "toy",
             "r",
             Pooling::Mean,
@@ -298,5 +315,32 @@ mod tests {
                 .count();
             assert_eq!(correct, x.len(), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_three_label_head_learns_its_own_labels_and_refuses_others() {
+        let names = LabelSet::parse("neg,neu,pos").unwrap();
+        let mut rng = SplitMix64::new(9);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (k, l) in names.labels().iter().enumerate() {
+            for _ in 0..15 {
+                let mut v: Vec<f32> = (0..3).map(|_| rng.unit() as f32 * 0.3).collect();
+                v[k] += 2.0;
+                x.push(v);
+                y.push(l.clone());
+            }
+        }
+        let mut s = spec(HeadKind::Softmax);
+        s.labels = names.clone();
+        let head = train_head(&x, &y, s.clone(), &TrainOptions::default()).unwrap();
+        assert_eq!(head.layers[0].1.len(), 3);
+        let correct = x
+            .iter()
+            .zip(&y)
+            .filter(|(v, l)| head.predict(v).best() == **l)
+            .count();
+        assert_eq!(correct, x.len());
+        y[0] = Label::new("report").unwrap();
+        assert!(train_head(&x, &y, s, &TrainOptions::default()).is_err());
     }
 }

@@ -14,7 +14,7 @@ pub mod fit;
 pub mod recipe;
 
 pub use auto::load_or_train;
-pub use data::{load_examples, Example};
+pub use data::{label_set, load_examples, Example};
 pub use finetune::{FineTuneOptions, ENCODER_OVERRIDE_FILE};
 pub use fit::{train_head, HeadKind, TrainOptions};
 pub use recipe::{

@@ -10,11 +10,11 @@ use crate::encode::{Embedder, RunOptions};
 use crate::error::Result;
 use crate::eval::{GoldItem, Matched, Prediction, SystemReport, BOOTSTRAP_SEED};
 use crate::head::{features, FeatureSpec, Head};
-use crate::label::{Label, Scores};
+use crate::label::{Label, LabelSet, Scores};
 use crate::model::ModelDir;
 
 use super::cache::embed_with_cache;
-use super::data::{folds_by_doc, split_by_doc, Example};
+use super::data::{folds_by_doc, label_set, split_by_doc, Example};
 use super::finetune::{fine_tune, save, EpochReport, FineTuneOptions, FineTuned};
 use super::fit::{head_spec, train_head, TrainOptions};
 
@@ -113,6 +113,7 @@ pub fn cross_validate(
 /// Score predictions for examples `idx` against their labels.
 pub fn score_examples(
     name: &str,
+    labels: &LabelSet,
     examples: &[Example],
     idx: &[usize],
     scores: impl IntoIterator<Item = Scores>,
@@ -127,8 +128,8 @@ pub fn score_examples(
                 start: None,
                 end: None,
                 text: e.text.clone(),
-                label: e.label,
-                alt: e.alt,
+                label: e.label.clone(),
+                alt: e.alt.clone(),
             };
             let p = Prediction {
                 id: Some(g.id.clone()),
@@ -145,7 +146,7 @@ pub fn score_examples(
         missing: Vec::new(),
         extra: 0,
     };
-    SystemReport::from_matched(name, &matched, BOOTSTRAP_SEED)
+    SystemReport::from_matched(name, &matched, labels.labels(), BOOTSTRAP_SEED)
 }
 
 /// How many texts the examples `idx` come from.
@@ -194,6 +195,7 @@ pub fn train_frozen(
     training: &FrozenTraining,
     observer: &mut dyn TrainObserver,
 ) -> Result<Trained> {
+    let labels = label_set(examples, training.options.labels.as_ref())?;
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let vectors = {
         let observer = std::cell::RefCell::new(&mut *observer);
@@ -219,8 +221,9 @@ pub fn train_frozen(
     let options = &training.options;
     let fit = |idx: &[usize]| -> Result<Head> {
         let x: Vec<Vec<f32>> = idx.iter().map(|&i| rows[i].clone()).collect();
-        let y: Vec<Label> = idx.iter().map(|&i| examples[i].label).collect();
+        let y: Vec<Label> = idx.iter().map(|&i| examples[i].label.clone()).collect();
         let spec = head_spec(
+            labels.clone(),
             &embedder.profile.id,
             &embedder.profile.revision,
             embedder.profile.pooling,
@@ -232,6 +235,7 @@ pub fn train_frozen(
     let score = |name: &str, head: &Head, idx: &[usize]| {
         score_examples(
             name,
+            &labels,
             examples,
             idx,
             idx.iter().map(|&i| head.predict(&rows[i])),
@@ -300,7 +304,13 @@ pub fn train_fine_tuned(
     observer: &mut dyn TrainObserver,
 ) -> Result<Trained> {
     let started = std::time::Instant::now();
-    let o = &training.options;
+    // One label set for every fold and the final model.
+    let labels = label_set(examples, training.options.labels.as_ref())?;
+    let options = FineTuneOptions {
+        labels: Some(labels.clone()),
+        ..training.options.clone()
+    };
+    let o = &options;
     let mut info = serde_json::json!({
         "data": data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "sentences": examples.len(),
@@ -330,7 +340,7 @@ pub fn train_fine_tuned(
             allow_long: true,
         };
         let result = classifier.classify_units(&texts, &previous, &options, |_| {})?;
-        Ok(score_examples("dev", examples, idx, result.scores))
+        Ok(score_examples("dev", &labels, examples, idx, result.scores))
     };
     let cv = match training.cv_folds {
         Some(k) => {

@@ -274,13 +274,14 @@ fn eval_reports_baselines_and_rejects_bad_gold() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let gold = std::fs::read_to_string("eval/fixtures/article.gold.jsonl").unwrap();
-    let bad_label = gold.replacen("\"label\": \"report\"", "\"label\": \"praise\"", 1);
+    // Any label name makes a scheme, but a name with a space is no label.
+    let bad_label = gold.replacen("\"label\": \"report\"", "\"label\": \"pure report\"", 1);
     let dup = format!("{gold}{}\n", gold.lines().next().unwrap());
     for (name, content, needle) in [
         (
             "bad_label.gold.jsonl",
             bad_label.as_str(),
-            ":1: unknown label \"praise\"",
+            ":1: bad label name \"pure report\"",
         ),
         ("dup.gold.jsonl", dup.as_str(), ":50: duplicate id"),
         ("empty.gold.jsonl", "", "is empty"),

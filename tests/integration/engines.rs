@@ -128,7 +128,12 @@ fn fast_engines_keep_e5_labels_on_the_article() {
         let worst = fast
             .iter()
             .zip(&reference)
-            .flat_map(|(a, b)| a.0.iter().zip(b.0.iter()).map(|(x, y)| (x - y).abs()))
+            .flat_map(|(a, b)| {
+                a.probabilities()
+                    .iter()
+                    .zip(b.probabilities())
+                    .map(|(x, y)| (x - y).abs())
+            })
             .fold(0f32, f32::max);
         let bound = if engine == Engine::Fast(Precision::F32) {
             1e-3

@@ -90,7 +90,7 @@ fn fine_tune_stores_only_what_changed_and_inference_computes_the_same() {
         .scores;
     assert_eq!(scores.len(), tuned.dev_scores.len());
     for (a, b) in scores.iter().zip(&tuned.dev_scores) {
-        for (x, y) in a.0.iter().zip(b.0.iter()) {
+        for (x, y) in a.probabilities().iter().zip(b.probabilities()) {
             assert!((x - y).abs() < 1e-3, "inference {a:?} vs trainer {b:?}");
         }
     }

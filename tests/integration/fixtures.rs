@@ -22,7 +22,7 @@ fn check(gold_path: &str, text_path: &str) -> usize {
             "{gold_path}: {} is not the source slice",
             g.id
         );
-        assert_ne!(g.alt, Some(g.label));
+        assert_ne!(g.alt.as_ref(), Some(&g.label));
     }
     // Gold units are exactly the segmenter's units.
     let units: Vec<(usize, usize)> = Segmenter::new()

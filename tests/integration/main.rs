@@ -13,6 +13,7 @@ mod engines;
 mod finetune;
 mod fixtures;
 mod hub;
+mod label_sets;
 mod pipeline;
 mod pth_checkpoint;
 mod python_hub;

@@ -1,7 +1,6 @@
 //! End to end through the library with a tiny random BERT: loading, batching,
 //! padding and the head.
 
-use mawqif::Label;
 use mawqif::Segmenter;
 use mawqif::{classify_text, Classifier, Embedder, Engine, LoadOptions, RunOptions};
 
@@ -39,8 +38,8 @@ fn tiny_model_labels_every_unit_with_probabilities() {
     .unwrap();
     assert_eq!(units.len(), 49);
     for u in &units {
-        let s = u.scores;
-        let sum = s.report + s.quotation + s.endorsement + s.opinion;
+        let sum: f32 = u.scores.probabilities().iter().sum();
+        assert_eq!(u.scores.labels(), &mawqif::LabelSet::stance());
         assert!((sum - 1.0).abs() < 1e-4, "scores sum to {sum}");
         assert_eq!(&text[u.start..u.end], u.text);
     }
@@ -48,7 +47,7 @@ fn tiny_model_labels_every_unit_with_probabilities() {
     // unless the pooled vectors are all the same (a padding or pooling bug).
     let distinct: std::collections::HashSet<String> = units
         .iter()
-        .map(|u| format!("{:.4}", u.scores.report))
+        .map(|u| format!("{:.4}", u.scores.probabilities()[0]))
         .collect();
     assert!(distinct.len() > 10, "pooled vectors look identical");
 }
@@ -122,7 +121,7 @@ fn cue_baseline_needs_no_model() {
             |_| {},
         )
         .unwrap();
-    assert_eq!(res.scores[0].best(), Label::Endorsement);
+    assert_eq!(res.scores[0].best(), mawqif::Stance::Endorsement.label());
 }
 
 #[test]

@@ -31,7 +31,7 @@ use crate::encode::weights_builder;
 use crate::error::{MawqifError, Result};
 use crate::eval::metrics;
 use crate::head::{features, FeatureSpec, Head};
-use crate::label::{Label, Scores};
+use crate::label::{Label, LabelSet, Scores};
 use crate::model::e5s1::save_safetensors;
 use crate::model::weights::SafetensorsFiles;
 use crate::model::{ModelDir, Pooling, WeightsFile};
@@ -39,7 +39,7 @@ use crate::rng::SplitMix64;
 use crate::text::Preprocessor;
 use crate::tokenize::SentenceTokenizer;
 
-use super::data::Example;
+use super::data::{label_set, Example};
 use super::fit::{head_spec, train_head, HeadKind, TrainOptions};
 use model::{LoraShape, TuneModel};
 use param::Param;
@@ -73,6 +73,8 @@ pub struct FineTuneOptions {
     pub precision: Precision,
     /// The previous unit's cue features go into the head too.
     pub context: bool,
+    /// The head's labels (default: those of the training and dev examples).
+    pub labels: Option<LabelSet>,
 }
 
 impl Default for FineTuneOptions {
@@ -92,6 +94,7 @@ impl Default for FineTuneOptions {
             warmup: 0.1,
             precision: Precision::best_available(),
             context: false,
+            labels: None,
         }
     }
 }
@@ -131,7 +134,10 @@ struct Run<'a> {
     tokens: Vec<Vec<u32>>,
     cue_rows: Vec<Vec<f32>>,
     examples: Vec<&'a Example>,
-    class_weights: [f32; 4],
+    /// The head's labels, and each example's label as an index into them.
+    labels: LabelSet,
+    label_index: Vec<usize>,
+    class_weights: Vec<f32>,
     pooling: Pooling,
     normalize: bool,
     options: &'a FineTuneOptions,
@@ -208,6 +214,7 @@ pub fn fine_tune(
     run.restore(weights);
     let dev_scores = run.dev_scores(&dev_idx)?;
     let mut spec = head_spec(
+        run.labels.clone(),
         &dir.profile.id,
         &dir.profile.revision,
         dir.profile.pooling,
@@ -246,6 +253,12 @@ impl<'a> Run<'a> {
         )?;
         let pre = Preprocessor::new(dir.profile.preprocessing, dir.profile.prefix.clone());
         let examples: Vec<&Example> = train.iter().chain(dev).collect();
+        let all: Vec<Example> = examples.iter().map(|e| (*e).clone()).collect();
+        let labels = label_set(&all, options.labels.as_ref())?;
+        let label_index: Vec<usize> = examples
+            .iter()
+            .map(|e| labels.index(&e.label).unwrap_or(0))
+            .collect();
         let inputs: Vec<String> = examples.iter().map(|e| pre.apply(&e.text)).collect();
         let tokens = tokenizer
             .encode(&inputs)?
@@ -280,30 +293,36 @@ impl<'a> Run<'a> {
             .iter()
             .map(|e| features(&[], &e.text, e.previous.as_deref(), &cue_spec))
             .collect();
-        let mut counts = [0usize; 4];
-        for e in train {
-            counts[e.label.index()] += 1;
+        let k = labels.len();
+        let mut counts = vec![0usize; k];
+        for &i in &label_index[..train.len()] {
+            counts[i] += 1;
         }
         let present = counts.iter().filter(|&&c| c > 0).count().max(1) as f32;
-        let class_weights = counts.map(|c| {
-            if c == 0 {
-                1.0
-            } else {
-                train.len() as f32 / (present * c as f32)
-            }
-        });
+        let class_weights = counts
+            .iter()
+            .map(|&c| {
+                if c == 0 {
+                    1.0
+                } else {
+                    train.len() as f32 / (present * c as f32)
+                }
+            })
+            .collect();
         let width = model.hidden() + cue_spec.len();
         Ok(Self {
             model,
             head: TrainHead {
-                w: Param::new(vec![0.0; 4 * width], true),
-                b: Param::new(vec![0.0; 4], false),
+                w: Param::new(vec![0.0; k * width], true),
+                b: Param::new(vec![0.0; k], false),
                 mean: vec![0.0; width],
                 scale: vec![1.0; width],
             },
             tokens,
             cue_rows,
             examples,
+            labels,
+            label_index,
             class_weights,
             pooling: dir.profile.pooling,
             normalize: dir.profile.normalize,
@@ -332,8 +351,12 @@ impl<'a> Run<'a> {
     /// point to fine-tune from, and the standardization the head keeps.
     fn init_head(&mut self, dir: &ModelDir, train_idx: &[usize]) -> Result<Head> {
         let rows = self.features(train_idx)?;
-        let labels: Vec<Label> = train_idx.iter().map(|&i| self.examples[i].label).collect();
+        let labels: Vec<Label> = train_idx
+            .iter()
+            .map(|&i| self.examples[i].label.clone())
+            .collect();
         let spec = head_spec(
+            self.labels.clone(),
             &dir.profile.id,
             &dir.profile.revision,
             dir.profile.pooling,
@@ -354,25 +377,27 @@ impl<'a> Run<'a> {
     }
 
     /// Logits of standardized features.
-    fn logits(&self, f: &[f32]) -> [f32; 4] {
+    fn logits(&self, f: &[f32]) -> Vec<f32> {
         let width = f.len();
-        std::array::from_fn(|c| {
-            let row = &self.head.w.value[c * width..(c + 1) * width];
-            self.head.b.value[c]
-                + row
-                    .iter()
-                    .zip(f)
-                    .zip(self.head.mean.iter().zip(&self.head.scale))
-                    .map(|((w, x), (m, s))| w * (x - m) * s)
-                    .sum::<f32>()
-        })
+        (0..self.labels.len())
+            .map(|c| {
+                let row = &self.head.w.value[c * width..(c + 1) * width];
+                self.head.b.value[c]
+                    + row
+                        .iter()
+                        .zip(f)
+                        .zip(self.head.mean.iter().zip(&self.head.scale))
+                        .map(|((w, x), (m, s))| w * (x - m) * s)
+                        .sum::<f32>()
+            })
+            .collect()
     }
 
     fn dev_scores(&self, dev_idx: &[usize]) -> Result<Vec<Scores>> {
         Ok(self
             .features(dev_idx)?
             .iter()
-            .map(|f| Scores::from_logits(&self.logits(f)))
+            .map(|f| Scores::from_logits(&self.labels, &self.logits(f)))
             .collect())
     }
 
@@ -382,10 +407,10 @@ impl<'a> Run<'a> {
             .zip(self.dev_scores(dev_idx)?)
             .map(|(&i, s)| {
                 let e = self.examples[i];
-                (e.label, e.alt, s.best())
+                (e.label.clone(), e.alt.clone(), s.best())
             })
             .collect();
-        Ok(metrics(&items, 1).macro_f1.value)
+        Ok(metrics(&items, self.labels.labels(), 1).macro_f1.value)
     }
 
     /// One pass over the training examples in a seeded order; returns the mean loss.
@@ -417,7 +442,7 @@ impl<'a> Run<'a> {
         let (states, caches) = self.model.forward(x, &offsets, true);
         let weight_sum: f32 = chunk
             .iter()
-            .map(|&i| self.class_weights[self.examples[i].label.index()])
+            .map(|&i| self.class_weights[self.label_index[i]])
             .sum();
         let mut dstates = vec![0f32; states.len()];
         let mut loss = 0f64;
@@ -425,13 +450,15 @@ impl<'a> Run<'a> {
             let (unit, norm) = self.pool(&states, start, len);
             let mut f = unit.clone();
             f.extend_from_slice(&self.cue_rows[i]);
-            let p = Scores::from_logits(&self.logits(&f)).0;
-            let y = self.examples[i].label.index();
+            let scores = Scores::from_logits(&self.labels, &self.logits(&f));
+            let p = scores.probabilities();
+            let y = self.label_index[i];
             let w = self.class_weights[y] / weight_sum;
             loss -= (w * p[y].max(1e-12).ln()) as f64;
             // d loss / d logits = w · (p − onehot).
-            let dlogits: [f32; 4] =
-                std::array::from_fn(|c| w * (p[c] - if c == y { 1.0 } else { 0.0 }));
+            let dlogits: Vec<f32> = (0..p.len())
+                .map(|c| w * (p[c] - if c == y { 1.0 } else { 0.0 }))
+                .collect();
             let width = f.len();
             let mut dunit = vec![0f32; h];
             for (c, dl) in dlogits.iter().enumerate() {

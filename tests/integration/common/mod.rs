@@ -12,7 +12,6 @@ use candle_core::{Device, Tensor};
 use mawqif::head::{FeatureSpec, Head, HeadSpec, HEAD_FORMAT};
 use mawqif::model::Pooling;
 use mawqif::rng::SplitMix64;
-use mawqif::Label;
 
 pub const HIDDEN: usize = 32;
 
@@ -130,7 +129,7 @@ pub fn tiny_head() -> Head {
     Head {
         spec: HeadSpec {
             format: HEAD_FORMAT.into(),
-            labels: Label::ALL.to_vec(),
+            labels: mawqif::LabelSet::stance(),
             encoder_id: "tiny".into(),
             encoder_revision: "test".into(),
             pooling: Pooling::Mean,
