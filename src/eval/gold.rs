@@ -88,7 +88,11 @@ fn parse_label(path: &Path, line: usize, s: &str) -> Result<Label> {
 
 /// Read a gold set; ids must be unique and `alt` must differ from `label`.
 pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
-    let text = read_nonempty(path)?;
+    parse_gold_str(&read_nonempty(path)?, path, format)
+}
+
+/// Parse the text of a gold set read from `path` (named in errors).
+pub fn parse_gold_str(text: &str, path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
     let mut items = Vec::new();
     let mut seen = HashSet::new();
     for (k, line) in text.lines().enumerate() {
@@ -156,6 +160,15 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
                 }
             }
         };
+        if let Some((start, end)) = item.span() {
+            if start > end {
+                return Err(bad(
+                    path,
+                    lineno,
+                    format!("span starts at {start}, after its end {end}"),
+                ));
+            }
+        }
         if item.alt == Some(item.label) {
             return Err(bad(path, lineno, "alt repeats the label; use null"));
         }
@@ -169,7 +182,15 @@ pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
 
 /// Read predictions: `classify` JSONL, or CheckThat! TSV.
 pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Prediction>> {
-    let text = read_nonempty(path)?;
+    parse_predictions_str(&read_nonempty(path)?, path, format)
+}
+
+/// Parse the text of a predictions file read from `path` (named in errors).
+pub fn parse_predictions_str(
+    text: &str,
+    path: &Path,
+    format: GoldFormat,
+) -> Result<Vec<Prediction>> {
     let mut preds = Vec::new();
     for (k, line) in text.lines().enumerate() {
         let lineno = k + 1;

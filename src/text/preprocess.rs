@@ -102,8 +102,14 @@ fn arabert_regexes() -> &'static ArabertRegexes {
     })
 }
 
+/// Replace every match. fancy-regex's own `replace_all` panics when its
+/// backtracking limit is hit; on such a pathological input the step is
+/// skipped and the text kept as it was, so preprocessing never panics.
 fn replace_all(re: &fancy_regex::Regex, text: &str, with: &str) -> String {
-    re.replace_all(text, with).into_owned()
+    match re.try_replacen(text, 0, with) {
+        Ok(replaced) => replaced.into_owned(),
+        Err(_) => text.to_string(),
+    }
 }
 
 /// The common HTML character references that `html.unescape` resolves;
