@@ -57,8 +57,7 @@ pub fn replace_with<E: From<WriteError>>(
 /// in /proc; without /proc nothing is removed.
 fn remove_stale_temps(path: &Path) {
     let proc = Path::new("/proc");
-    let (Some(name), Some(dir)) = (path.file_name().and_then(|n| n.to_str()), path.parent())
-    else {
+    let (Some(name), Some(dir)) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
         return;
     };
     if !proc.join("self").exists() {

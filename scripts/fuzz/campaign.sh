@@ -5,6 +5,7 @@
 # Env:   RUNS      executions per target (default 1200000)
 #        MAX_TIME  seconds per target at most (default 3600)
 #        FUZZ      how to call cargo (default: what scripts/fuzz/setup.sh prints)
+#        EXTRA     more libFuzzer flags (e.g. -max_len=1024: short inputs run faster)
 #
 # Each target runs on its working corpus fuzz/corpus/<target> (grown by the
 # run, not committed) plus the committed seeds fuzz/seeds/<target>, in one
@@ -31,7 +32,7 @@ for t in $TARGETS; do
   start=$(date +%s)
   eval "$FUZZ fuzz run --sanitizer none --codegen-units 16 $t fuzz/corpus/$t fuzz/seeds/$t -- \
     -runs=$RUNS -max_total_time=$MAX_TIME -timeout=10 -rss_limit_mb=4096 \
-    -print_final_stats=1" > "$log" 2>&1
+    -print_final_stats=1 ${EXTRA:-}" > "$log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
@@ -45,6 +46,6 @@ for t in $TARGETS; do
     status=1
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "${execs:-?}" \
-    "$secs" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$verdict" | tee -a fuzz/logs/summary.tsv
+    "$secs" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$verdict ${EXTRA:-}" | tee -a fuzz/logs/summary.tsv
 done
 exit $status

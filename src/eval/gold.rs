@@ -358,4 +358,23 @@ mod tests {
         let gold = [item("x-00", "a"), item("x-01", "b"), item("y-00", "c")];
         assert_eq!(previous_in_document(&gold), vec![None, Some("a"), None]);
     }
+
+    #[test]
+    fn a_span_that_ends_before_it_starts_is_refused() {
+        // Found by the gold fuzz target: such a span later sliced text backwards.
+        let path = Path::new("g.jsonl");
+        let line = |start: usize, end: usize| {
+            format!(
+                r#"{{"id":"a-00","start":{start},"end":{end},"text":"x","label":"report","alt":null}}"#
+            )
+        };
+        assert!(parse_gold_str(&line(2, 3), path, GoldFormat::Jsonl).is_ok());
+        let err = parse_gold_str(&line(5, 3), path, GoldFormat::Jsonl)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("g.jsonl") && err.contains("after its end"),
+            "{err}"
+        );
+    }
 }

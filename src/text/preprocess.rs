@@ -259,4 +259,16 @@ mod tests {
         let p = Preprocessor::new(Preprocessing::StripMarks, "");
         assert_eq!(p.apply("قـــالَ الرّئيسُ"), "قال الرئيس");
     }
+
+    #[test]
+    fn a_regex_past_its_backtracking_limit_keeps_the_text() {
+        // Lookaheads make fancy-regex backtrack itself; two ways to take
+        // each letter before a missing `b` exceed its limit on 40 letters,
+        // where its own replace_all panicked.
+        let re = fancy_regex::Regex::new(r"(?:(?=a)a|(?=a)aa)+b").unwrap();
+        let text = "a".repeat(40);
+        assert!(re.is_match(&text).is_err(), "the limit was not reached");
+        assert_eq!(replace_all(&re, &text, "x"), text);
+        assert_eq!(replace_all(&re, "aab", "x"), "x");
+    }
 }

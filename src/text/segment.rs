@@ -338,7 +338,13 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("segmenting a 1 MB run of dots did not finish within 60 s");
         worker.join().unwrap().unwrap();
-        assert_eq!(units, vec![line[..line.len() - "وانتهى.".len() - 1].to_string(), "وانتهى.".to_string()]);
+        assert_eq!(
+            units,
+            vec![
+                line[..line.len() - "وانتهى.".len() - 1].to_string(),
+                "وانتهى.".to_string()
+            ]
+        );
     }
 
     #[test]

@@ -181,8 +181,7 @@ fn load_json(text: &str, path: &Path) -> Result<Inner> {
     if let Ok(compact) = serde_json::from_str::<CompactTokenizer>(text) {
         return Ok(Inner::Compact(Box::new(compact)));
     }
-    let tok =
-        Tokenizer::from_str(text).map_err(|e| MawqifError::malformed(path, e.to_string()))?;
+    let tok = Tokenizer::from_str(text).map_err(|e| MawqifError::malformed(path, e.to_string()))?;
     Ok(Inner::Standard(Box::new(tok)))
 }
 

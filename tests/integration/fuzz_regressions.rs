@@ -95,9 +95,17 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
     );
     let parity = std::fs::read_to_string("scripts/arabert-parity/strings.txt").unwrap();
     for (k, line) in parity.lines().filter(|l| !l.is_empty()).take(6).enumerate() {
-        put("preprocess", &format!("arabert-{k}.txt"), line.as_bytes().to_vec());
+        put(
+            "preprocess",
+            &format!("arabert-{k}.txt"),
+            line.as_bytes().to_vec(),
+        );
     }
-    put("preprocess", "paragraph.txt", first_paragraph.clone().into_bytes());
+    put(
+        "preprocess",
+        "paragraph.txt",
+        first_paragraph.clone().into_bytes(),
+    );
     put(
         "registry",
         "registry.toml",
@@ -127,10 +135,19 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
     put(
         "gold",
         "a01-jsonl",
-        [&[0u8][..], gold_text.as_bytes(), &[0], predictions.as_bytes()].concat(),
+        [
+            &[0u8][..],
+            gold_text.as_bytes(),
+            &[0],
+            predictions.as_bytes(),
+        ]
+        .concat(),
     );
     let tsv: String = std::iter::once("sentence_id\tsentence\tlabel\n".to_string())
-        .chain(gold.iter().map(|g| format!("{}\t{}\t{}\n", g.id, g.text, g.label)))
+        .chain(
+            gold.iter()
+                .map(|g| format!("{}\t{}\t{}\n", g.id, g.text, g.label)),
+        )
         .collect();
     put(
         "gold",
@@ -180,7 +197,14 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
     put(
         "tokenizer_json",
         "precompiled.json",
-        [json.to_string().as_bytes(), &[0], b"a ab ba", &[0x0a], texts].concat(),
+        [
+            json.to_string().as_bytes(),
+            &[0],
+            b"a ab ba",
+            &[0x0a],
+            texts,
+        ]
+        .concat(),
     );
     let vocab = tmp.path().join("vocab.txt");
     let words: Vec<&str> = first_paragraph.split_whitespace().collect();
@@ -222,7 +246,10 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
     let dev = Device::Cpu;
     let f = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, &dev).unwrap();
     let lora: HashMap<String, Tensor> = [
-        ("l.weight".to_string(), f(&[1., 0., 0., 1., 2., 2.], &[3, 2])),
+        (
+            "l.weight".to_string(),
+            f(&[1., 0., 0., 1., 2., 2.], &[3, 2]),
+        ),
         (
             "l.lora_a".to_string(),
             f(&[1., -1.], &[1, 2]).to_dtype(DType::F16).unwrap(),
@@ -247,7 +274,11 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
     .into();
     let lora_path = tmp.path().join("lora.safetensors");
     candle_core::safetensors::save(&lora, &lora_path).unwrap();
-    put("safetensors", "lora.safetensors", std::fs::read(&lora_path).unwrap());
+    put(
+        "safetensors",
+        "lora.safetensors",
+        std::fs::read(&lora_path).unwrap(),
+    );
 
     // A hub listing as `GET /api/models/{id}/revision/{rev}?blobs=true` gives it.
     let listing = serde_json::json!({
@@ -264,7 +295,11 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
     put("hub_listing", "tiny.json", listing.to_string().into_bytes());
     let mut bare = listing.clone();
     bare["siblings"] = serde_json::json!([{"rfilename": "config.json"}, {"rfilename": "tokenizer.json"}, {"rfilename": "pytorch_model.bin"}]);
-    put("hub_listing", "no-blobs.json", bare.to_string().into_bytes());
+    put(
+        "hub_listing",
+        "no-blobs.json",
+        bare.to_string().into_bytes(),
+    );
 
     // The unigram target reads its own little format (see check_unigram).
     put("unigram", "pieces", b"\x08\x01\x00\x10\x02\x01\x02\x20\x01\x03\x08\x03\x01\x02\x03\x30\x02\x06\x07\x18\x01\x09\x04\x02\x0b\x0c\x28\x02\x00\x01\x10\x00\x01\x02\x01\x02\x03\x00\x06\x07\x08\x09\x01\x02".to_vec());
@@ -301,11 +336,10 @@ fn generated_fuzz_seeds_load() {
                 std::fs::write(&file, bytes).unwrap();
                 mawqif::model::weights::SafetensorsFiles::open(&[&file]).is_ok()
             }
-            "hub_listing" => mawqif::hub::listing::parse_listing(
-                std::str::from_utf8(bytes).unwrap(),
-                "seed",
-            )
-            .is_ok(),
+            "hub_listing" => {
+                mawqif::hub::listing::parse_listing(std::str::from_utf8(bytes).unwrap(), "seed")
+                    .is_ok()
+            }
             "registry" => {
                 mawqif::model::Registry::parse(std::str::from_utf8(bytes).unwrap()).is_ok()
             }

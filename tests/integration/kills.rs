@@ -22,7 +22,7 @@ use crate::common::mock_hub::{MockFile, MockHub, MockRepo};
 const KILLS: usize = 50;
 
 /// Runs `command(i)` KILLS times, killing each after a random delay in
-/// [0, 1.2 x `full`), and calls `check(i)` after each. Every tenth run is
+/// [0, `full`), and calls `check(i)` after each. Every tenth run is
 /// not killed. Returns how many runs the kill cut short.
 fn kill_repeatedly(
     what: &str,
@@ -36,7 +36,7 @@ fn kill_repeatedly(
     for i in 0..KILLS {
         let mut cmd = command(i);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let delay = full.mul_f64(1.2 * rng.unit());
+        let delay = full.mul_f64(rng.unit());
         let mut child = cmd.spawn().expect("start mawqif");
         if i % 10 != 9 {
             std::thread::sleep(delay);
@@ -60,7 +60,10 @@ fn kill_repeatedly(
     );
     // The delays span the whole run: most kills must land before its end,
     // or this test would not be testing kills.
-    assert!(killed >= KILLS / 2, "{what}: only {killed} runs were killed");
+    assert!(
+        killed >= KILLS / 2,
+        "{what}: only {killed} runs were killed"
+    );
     killed
 }
 
@@ -208,17 +211,19 @@ fn import_e5s1_killed_at_random_points_leaves_whole_files() {
     let (old_bin, new_bin) = (write(1), write(2));
     let import = |file: &Path, out: &Path| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mawqif"));
-        cmd.arg("import-e5s1")
-            .arg(file)
-            .arg("--out")
-            .arg(out);
+        cmd.arg("import-e5s1").arg(file).arg("--out").arg(out);
         cmd
     };
     let (old_dir, new_dir) = (tmp.path().join("old"), tmp.path().join("new"));
     timed(import(&old_bin, &old_dir));
     let full = timed(import(&new_bin, &new_dir));
     let (old, new) = (files_in(&old_dir), files_in(&new_dir));
-    let names = ["config.json", "mawqif.json", "tokenizer.json", "model.safetensors"];
+    let names = [
+        "config.json",
+        "mawqif.json",
+        "tokenizer.json",
+        "model.safetensors",
+    ];
     for name in names {
         assert!(new.contains_key(name), "{name} not written");
     }
@@ -301,9 +306,10 @@ fn download_killed_at_random_points_leaves_whole_files() {
         16,
         full,
         |i| {
-            // Every other run starts from an empty cache; the others resume
+            // Four runs in five start from an empty cache (a run that finds
+            // the files cached ends before most kills); the others resume
             // from what the kill before them left.
-            if i % 2 == 0 {
+            if i % 5 != 4 {
                 let _ = std::fs::remove_dir_all(home.path().join("hf"));
             }
             download(home.path())
@@ -330,11 +336,12 @@ fn download_killed_at_random_points_leaves_whole_files() {
 /// content matches its name, a partial download (`.part`) is a prefix of the
 /// file, and `refs/main` is absent or the commit.
 fn check_hub_cache(repo: &Path, files: &[MockFile], context: &str) {
-    let by_blob: BTreeMap<String, &MockFile> = files
-        .iter()
-        .map(|f| (f.etag(), f))
-        .collect();
-    for e in std::fs::read_dir(repo.join("blobs")).into_iter().flatten().flatten() {
+    let by_blob: BTreeMap<String, &MockFile> = files.iter().map(|f| (f.etag(), f)).collect();
+    for e in std::fs::read_dir(repo.join("blobs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().into_string().unwrap();
         let bytes = std::fs::read(e.path()).unwrap();
         let (hash, ext) = match name.split_once('.') {
@@ -368,9 +375,95 @@ fn check_hub_cache(repo: &Path, files: &[MockFile], context: &str) {
             .unwrap_or_else(|| panic!("{context}: unexpected snapshot entry {name}"));
         let bytes = std::fs::read(e.path())
             .unwrap_or_else(|err| panic!("{context}: snapshot {name} is dangling: {err}"));
-        assert!(bytes == file.bytes, "{context}: snapshot {name} is not whole");
+        assert!(
+            bytes == file.bytes,
+            "{context}: snapshot {name} is not whole"
+        );
     }
     if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
         assert_eq!(main, COMMIT, "{context}: refs/main is torn");
     }
+}
+
+#[test]
+#[ignore = "fails on this base: a resumed run can repeat the start of a document inside \
+            the committed part; main's 5480332 addresses it, un-ignore after rebasing (FUZZING.md)"]
+fn classify_resume_killed_at_random_points_ends_with_the_uninterrupted_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A JSONL corpus of articles' paragraphs, big enough that a run of the
+    // rule baseline takes a while.
+    let article = crate::common::article();
+    let paragraphs: Vec<&str> = article.lines().filter(|l| !l.trim().is_empty()).collect();
+    let corpus: String = (0..3000)
+        .map(|k| {
+            let text = paragraphs[k % paragraphs.len()];
+            serde_json::json!({"id": format!("doc-{k}"), "text": text}).to_string() + "\n"
+        })
+        .collect();
+    let input = tmp.path().join("corpus.jsonl");
+    std::fs::write(&input, corpus).unwrap();
+    let classify = |out: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mawqif"));
+        cmd.args(["classify", "--model", "cues", "--input", "jsonl"])
+            .arg(&input)
+            .arg("--resume")
+            .arg(out);
+        cmd
+    };
+    let reference = tmp.path().join("reference.jsonl");
+    let full = timed(classify(&reference));
+    let want = std::fs::read(&reference).unwrap();
+    assert!(!want.is_empty());
+
+    let out = tmp.path().join("out.jsonl");
+    let progress = tmp.path().join("out.jsonl.progress");
+    kill_repeatedly(
+        "classify --resume",
+        17,
+        full,
+        |i| {
+            // One run in five starts over, so kills also land early in a run.
+            if i % 5 == 0 {
+                let _ = std::fs::remove_file(&out);
+                let _ = std::fs::remove_file(&progress);
+            }
+            classify(&out)
+        },
+        |i| {
+            // What the progress log calls final is the uninterrupted run's start.
+            let committed = std::fs::read_to_string(&progress)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["offset"].as_u64())
+                .next_back()
+                .unwrap_or(0) as usize;
+            let now = std::fs::read(&out).unwrap_or_default();
+            let whole = now.len() >= committed
+                && want.len() >= committed
+                && now[..committed] == want[..committed];
+            if !whole {
+                let k = (0..committed.min(now.len()).min(want.len()))
+                    .find(|&k| now[k] != want[k])
+                    .unwrap_or(0);
+                let around = |b: &[u8]| {
+                    String::from_utf8_lossy(&b[k.saturating_sub(300)..(k + 100).min(b.len())])
+                        .into_owned()
+                };
+                panic!(
+                    "kill {i}: the committed part of the output ({committed} bytes; now {}, \
+                     uninterrupted {}) is not whole; first difference at {k}:\n{}\n--- expected:\n{}",
+                    now.len(),
+                    want.len(),
+                    around(&now),
+                    around(&want)
+                );
+            }
+        },
+    );
+    // The last run was not killed: its output is the uninterrupted one.
+    assert!(
+        std::fs::read(&out).unwrap() == want,
+        "resumed output differs"
+    );
 }

@@ -97,7 +97,7 @@ pub fn e5s1_bytes(spec: &E5s1Spec) -> Vec<u8> {
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
             let is_norm_weight = name.ends_with("ln.w");
-            if shape.len() == 2 && n % 32 == 0 {
+            if shape.len() == 2 && n.is_multiple_of(32) {
                 TensorData {
                     name,
                     dtype: 1,
@@ -164,7 +164,10 @@ pub fn e5s1_bytes(spec: &E5s1Spec) -> Vec<u8> {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     i32le(&mut out, tensors.len());
-    let table_len: usize = tensors.iter().map(|t| 2 + t.name.len() + 1 + 4 + 8 + 8).sum();
+    let table_len: usize = tensors
+        .iter()
+        .map(|t| 2 + t.name.len() + 1 + 4 + 8 + 8)
+        .sum();
     let mut data_at = out.len() + table_len;
     for t in &tensors {
         out.extend_from_slice(&(t.name.len() as u16).to_le_bytes());

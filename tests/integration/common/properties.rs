@@ -167,7 +167,10 @@ pub fn check_segment(data: &[u8]) {
         assert!(u.start >= previous_end, "unit {k} overlaps or goes back");
         assert_eq!(u.text, source[u.start..u.end], "unit {k}: text != span");
         assert!(!u.text.contains('\n'), "unit {k} crosses a line");
-        assert!(u.text.chars().any(is_arabic_letter), "unit {k} has no Arabic letter");
+        assert!(
+            u.text.chars().any(is_arabic_letter),
+            "unit {k} has no Arabic letter"
+        );
         let (first, last) = (u.text.chars().next(), u.text.chars().last());
         assert!(
             !first.is_some_and(char::is_whitespace) && !last.is_some_and(char::is_whitespace),
@@ -227,9 +230,11 @@ pub fn check_tokenizer_json(data: &[u8]) {
         return;
     };
     let source = Path::new("fuzz/tokenizer.json");
-    let loaded = bounded("loading tokenizer.json", 256 * json.len() + 64 * MIB, || {
-        SentenceTokenizer::from_json(json, source, None, 32)
-    });
+    let loaded = bounded(
+        "loading tokenizer.json",
+        256 * json.len() + 64 * MIB,
+        || SentenceTokenizer::from_json(json, source, None, 32).map_err(Box::new),
+    );
     let tokenizer = match loaded {
         Ok(t) => t,
         Err(e) => return assert_names(&e, "fuzz/tokenizer.json"),
@@ -261,7 +266,8 @@ pub fn check_tokenizer_json(data: &[u8]) {
 /// texts share characters (and pieces match) often.
 fn alphabet_char(b: u8) -> char {
     const ALPHABET: [char; 16] = [
-        '\u{2581}', 'ا', 'ل', 'م', 'ن', 'ي', 'a', 'b', 'c', ' ', '.', 'ّ', '😀', '\u{200d}', 'e', 'é',
+        '\u{2581}', 'ا', 'ل', 'م', 'ن', 'ي', 'a', 'b', 'c', ' ', '.', 'ّ', '😀', '\u{200d}', 'e',
+        'é',
     ];
     ALPHABET[(b & 15) as usize]
 }
@@ -274,7 +280,9 @@ pub fn check_unigram(data: &[u8]) {
     let mut pieces = Vec::with_capacity(n_pieces);
     for _ in 0..n_pieces {
         let len = it.next().unwrap_or(1) as usize % 6;
-        let piece: String = (0..len).map(|_| alphabet_char(it.next().unwrap_or(0))).collect();
+        let piece: String = (0..len)
+            .map(|_| alphabet_char(it.next().unwrap_or(0)))
+            .collect();
         let score = -(it.next().unwrap_or(0) as f64) / 16.0;
         pieces.push((piece, score));
     }
@@ -286,7 +294,10 @@ pub fn check_unigram(data: &[u8]) {
     let compact = CompactUnigram::new(pieces.clone(), unk as u32)
         .expect("tokenizers accepted this vocabulary, the compact model must too");
     let triples = |tokens: Vec<tokenizers::Token>| -> Vec<(u32, String, (usize, usize))> {
-        tokens.into_iter().map(|t| (t.id, t.value, t.offsets)).collect()
+        tokens
+            .into_iter()
+            .map(|t| (t.id, t.value, t.offsets))
+            .collect()
     };
     let want = triples(reference.tokenize(&text).expect("tokenizers' Unigram"));
     let got = triples(compact.tokenize(&text).expect("the compact unigram"));
@@ -299,7 +310,12 @@ pub fn check_unigram(data: &[u8]) {
     let json = serde_json::json!({"type": "Unigram", "unk_id": unk, "vocab": pieces});
     let parsed: CompactUnigram = serde_json::from_value(json).expect("a valid Unigram object");
     assert_eq!(parsed.get_vocab_size(), compact.get_vocab_size());
-    let again: Vec<u32> = parsed.tokenize(&text).unwrap().iter().map(|t| t.id).collect();
+    let again: Vec<u32> = parsed
+        .tokenize(&text)
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
     assert_eq!(again, got.iter().map(|t| t.0).collect::<Vec<_>>());
 }
 
@@ -329,16 +345,22 @@ pub fn check_safetensors(data: &[u8]) {
     let name = path.display().to_string();
     let limit = 16 * data.len() + 8 * MIB;
     let files = match bounded("indexing safetensors", limit, || {
-        SafetensorsFiles::open(&[&path])
+        SafetensorsFiles::open(&[&path]).map_err(Box::new)
     }) {
         Ok(f) => f,
         Err(e) => return assert_names(&e, &name),
     };
     let names: Vec<String> = files.names().map(str::to_string).collect();
     for tensor in &names {
-        let shape = files.shape(tensor).expect("a listed tensor has a shape").to_vec();
+        let shape = files
+            .shape(tensor)
+            .expect("a listed tensor has a shape")
+            .to_vec();
         let elems: usize = shape.iter().product();
-        assert!(elems <= data.len(), "{tensor}: {shape:?} is more than the file holds");
+        assert!(
+            elems <= data.len(),
+            "{tensor}: {shape:?} is more than the file holds"
+        );
         // Through the loader the models use (low-rank updates merged in).
         let read = bounded("reading a tensor", limit, || {
             files.get_unchecked(tensor, DType::F32, &Device::Cpu)
@@ -347,7 +369,9 @@ pub fn check_safetensors(data: &[u8]) {
             assert_eq!(t.dims(), shape.as_slice(), "{tensor}");
         }
         // And through the f16 reader of the fast engine.
-        match bounded("reading f16", limit, || files.read_f16(&[tensor])) {
+        match bounded("reading f16", limit, || {
+            files.read_f16(&[tensor]).map_err(Box::new)
+        }) {
             Ok(Some((dims, values))) => {
                 assert_eq!(dims, shape);
                 assert_eq!(values.len(), elems);
@@ -364,7 +388,7 @@ pub fn check_safetensors(data: &[u8]) {
 pub fn check_e5s1(data: &[u8]) {
     let path = Path::new("fuzz/e5-small-q4.bin");
     let parsed = bounded("parsing E5S1", 24 * data.len() + 8 * MIB, || {
-        e5s1::parse(data, path)
+        e5s1::parse(data, path).map_err(Box::new)
     });
     let model = match parsed {
         Ok(m) => m,
@@ -381,10 +405,11 @@ pub fn check_e5s1(data: &[u8]) {
     let built = bounded(
         "building the E5S1 tokenizer",
         512 * data.len() + 64 * MIB,
-        || e5s1::build_tokenizer(&model),
+        || e5s1::build_tokenizer(&model).map_err(Box::new),
     );
     if let Ok(tokenizer) = built {
-        for text in ["قال الوزير إن الحكومة ستدعم المشروع.", "", "a\u{200d}b  c"] {
+        for text in ["قال الوزير إن الحكومة ستدعم المشروع.", "", "a\u{200d}b  c"]
+        {
             let enc = tokenizer.encode(text, true).expect("encode");
             for &id in enc.get_ids() {
                 assert!((id as usize) < model.pieces.len(), "id {id} is no piece");
@@ -508,7 +533,11 @@ pub fn check_hub_listing(data: &[u8]) {
             Expected::Nothing => {}
         }
     }
-    let names: Vec<String> = listing.siblings.iter().map(|s| s.rfilename.clone()).collect();
+    let names: Vec<String> = listing
+        .siblings
+        .iter()
+        .map(|s| s.rfilename.clone())
+        .collect();
     match choose_files(&names) {
         Ok(chosen) => {
             assert!(chosen.iter().all(|c| names.contains(c)));
@@ -522,8 +551,11 @@ pub fn check_hub_listing(data: &[u8]) {
     }
 }
 
+/// A fuzz target's name and its check.
+pub type Check = (&'static str, fn(&[u8]));
+
 /// Every check, by the name of its fuzz target.
-pub const CHECKS: &[(&str, fn(&[u8]))] = &[
+pub const CHECKS: &[Check] = &[
     ("segment", check_segment),
     ("preprocess", check_preprocess),
     ("tokenizer_json", check_tokenizer_json),
