@@ -46,7 +46,47 @@ pub fn replace_with<E: From<WriteError>>(
             path: path.to_path_buf(),
             source,
         })
-    })
+    })?;
+    remove_stale_temps(path);
+    Ok(())
+}
+
+/// Remove the temp files of `path` that writers killed mid-write left behind
+/// (a killed import can leave a model-sized one each time). A temp file is
+/// stale when the process its name carries no longer runs, which is checked
+/// in /proc; without /proc nothing is removed.
+fn remove_stale_temps(path: &Path) {
+    let proc = Path::new("/proc");
+    let (Some(name), Some(dir)) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
+        return;
+    };
+    if !proc.join("self").exists() {
+        return;
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let own = std::process::id().to_string();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(name))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        if is_pid && pid != own && !proc.join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +109,25 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_removed_after_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.bin");
+        // pid_max is at most 2^22 on Linux, so this writer cannot be running.
+        let dead = dir.path().join("x.bin.99999999.tmp");
+        // pid 1 always runs: its write may be in progress, so it stays.
+        let running = dir.path().join("x.bin.1.tmp");
+        let other = dir.path().join("y.bin.99999999.tmp");
+        for p in [&dead, &running, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
+        assert!(running.exists(), "a running writer's temp was removed");
+        assert!(other.exists(), "another file's temp was removed");
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
     }
 }

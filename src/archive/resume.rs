@@ -43,7 +43,18 @@ impl ResumableOutput {
         let mut offset = 0;
         match std::fs::read_to_string(&progress_path) {
             Ok(text) => {
-                for line in text.lines() {
+                // A kill can cut the last line short. Drop that torn tail from
+                // the file, or the next commit would be glued to it and both
+                // lines lost (found by the kill test, tests/integration/kills.rs).
+                let whole = text.rfind('\n').map_or(0, |k| k + 1);
+                if whole < text.len() {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&progress_path)
+                        .and_then(|f| f.set_len(whole as u64))
+                        .map_err(|e| MawqifError::io(&progress_path, e))?;
+                }
+                for line in text[..whole].lines() {
                     // A line cut off by a kill is not a commit.
                     if let Ok(c) = serde_json::from_str::<Committed>(line) {
                         offset = c.offset;
@@ -127,7 +138,10 @@ impl ResumableOutput {
             offset,
             key: key.to_string(),
         })?;
-        writeln!(self.progress, "{line}").map_err(|e| MawqifError::io(&self.progress_path, e))?;
+        // One write of the whole line, newline included.
+        self.progress
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| MawqifError::io(&self.progress_path, e))?;
         self.done.insert(key.to_string());
         Ok(())
     }
@@ -162,6 +176,37 @@ mod tests {
         r.commit("b").unwrap();
         drop(r);
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "a1\nb1\n");
+        // The torn tail is gone, so the commit of "b" stands on its own line
+        // (glued to the tail, both were lost and "b" was written twice).
+        let r = ResumableOutput::open(&out).unwrap();
+        assert!(r.is_done("a") && r.is_done("b"));
+    }
+
+    #[test]
+    fn a_whole_commit_cut_before_its_newline_is_kept_and_not_glued() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.jsonl");
+        let mut r = ResumableOutput::open(&out).unwrap();
+        writeln!(r.writer(), "a1").unwrap();
+        r.commit("a").unwrap();
+        drop(r);
+        // A kill between a commit's JSON and its newline.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(progress_path(&out))
+            .unwrap()
+            .write_all(b"{\"offset\":3,\"key\":\"b\"}")
+            .unwrap();
+        let mut r = ResumableOutput::open(&out).unwrap();
+        assert!(!r.is_done("b"), "a commit without its newline counted");
+        writeln!(r.writer(), "b1").unwrap();
+        r.commit("b").unwrap();
+        writeln!(r.writer(), "c1").unwrap();
+        r.commit("c").unwrap();
+        drop(r);
+        let r = ResumableOutput::open(&out).unwrap();
+        assert!(r.is_done("a") && r.is_done("b") && r.is_done("c"));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "a1\nb1\nc1\n");
     }
 
     #[test]

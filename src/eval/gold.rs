@@ -193,6 +193,7 @@ fn parse_label(path: &Path, line: usize, s: &str) -> Result<Label> {
 
 /// Read a gold set; ids must be unique and `alt` must differ from `label`.
 pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
+<<<<<<< HEAD
     if format == GoldFormat::CheckThat {
         return read_checkthat_gold(path, true);
     }
@@ -233,6 +234,13 @@ pub fn read_checkthat_gold(path: &Path, unique_ids: bool) -> Result<Vec<GoldItem
 
 fn read_gold_lines(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
     let text = read_nonempty(path)?;
+=======
+    parse_gold_str(&read_nonempty(path)?, path, format)
+}
+
+/// Parse the text of a gold set read from `path` (named in errors).
+pub fn parse_gold_str(text: &str, path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
+>>>>>>> issue14
     let mut items = Vec::new();
     let mut seen = HashSet::new();
     for (k, line) in text.lines().enumerate() {
@@ -281,7 +289,20 @@ fn read_gold_lines(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
             // Read above, with its header.
             GoldFormat::CheckThat => continue,
         };
+<<<<<<< HEAD
         if item.alt.as_ref() == Some(&item.label) {
+=======
+        if let Some((start, end)) = item.span() {
+            if start > end {
+                return Err(bad(
+                    path,
+                    lineno,
+                    format!("span starts at {start}, after its end {end}"),
+                ));
+            }
+        }
+        if item.alt == Some(item.label) {
+>>>>>>> issue14
             return Err(bad(path, lineno, "alt repeats the label; use null"));
         }
         if !seen.insert(item.id.clone()) {
@@ -294,7 +315,15 @@ fn read_gold_lines(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
 
 /// Read predictions: `classify` JSONL, or CheckThat! TSV.
 pub fn read_predictions(path: &Path, format: GoldFormat) -> Result<Vec<Prediction>> {
-    let text = read_nonempty(path)?;
+    parse_predictions_str(&read_nonempty(path)?, path, format)
+}
+
+/// Parse the text of a predictions file read from `path` (named in errors).
+pub fn parse_predictions_str(
+    text: &str,
+    path: &Path,
+    format: GoldFormat,
+) -> Result<Vec<Prediction>> {
     let mut preds = Vec::new();
     if format == GoldFormat::CheckThat {
         for (lineno, id, sentence, label) in checkthat_rows(path, &text)? {
@@ -465,6 +494,7 @@ mod tests {
     }
 
     #[test]
+<<<<<<< HEAD
     fn checkthat_gold_and_two_column_predictions_join_on_string_ids() {
         let dir = tempfile::tempdir().unwrap();
         let gold_path = dir.path().join("gold.tsv");
@@ -514,5 +544,23 @@ mod tests {
         let m = p.mapped(&map).unwrap();
         assert_eq!(m.label.as_str(), "SUBJ");
         assert!((m.scores.unwrap().get(&m.label) - 0.8).abs() < 1e-6);
+=======
+    fn a_span_that_ends_before_it_starts_is_refused() {
+        // Found by the gold fuzz target: such a span later sliced text backwards.
+        let path = Path::new("g.jsonl");
+        let line = |start: usize, end: usize| {
+            format!(
+                r#"{{"id":"a-00","start":{start},"end":{end},"text":"x","label":"report","alt":null}}"#
+            )
+        };
+        assert!(parse_gold_str(&line(2, 3), path, GoldFormat::Jsonl).is_ok());
+        let err = parse_gold_str(&line(5, 3), path, GoldFormat::Jsonl)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("g.jsonl") && err.contains("after its end"),
+            "{err}"
+        );
+>>>>>>> issue14
     }
 }

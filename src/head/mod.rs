@@ -70,8 +70,11 @@ impl Head {
             },
             _ => MawqifError::io(&json_path, e),
         })?;
-        let spec: HeadSpec = serde_json::from_str(&text)
+        let raw: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| MawqifError::malformed(&json_path, e.to_string()))?;
+        let spec: HeadSpec = serde_json::from_value(raw.clone())
+            .map_err(|e| MawqifError::malformed(&json_path, e.to_string()))?;
+        check_companions(dir, &json_path, &raw, &spec)?;
         if spec.format != HEAD_FORMAT {
             return Err(MawqifError::malformed(
                 &json_path,
@@ -146,7 +149,18 @@ impl Head {
             fan_in = out;
         }
         save_safetensors(&tensors, &dir.join("head.safetensors"))?;
-        let json = serde_json::to_string_pretty(&self.spec)?;
+        // head.json goes last and records the hash of each file beside it: a
+        // save cut short (killed between two renames) leaves a pair that
+        // `load` refuses instead of mixing an old file with a new one.
+        let mut json = serde_json::to_value(&self.spec)?;
+        let mut files = serde_json::Map::new();
+        for name in companion_files(&self.spec) {
+            files.insert(name.to_string(), sha256_file(&dir.join(name))?.into());
+        }
+        if let Some(object) = json.as_object_mut() {
+            object.insert(COMPANION_HASHES.into(), files.into());
+        }
+        let json = serde_json::to_string_pretty(&json)?;
         write_atomic(&dir.join("head.json"), format!("{json}\n").as_bytes())?;
         Ok(())
     }
@@ -198,6 +212,64 @@ impl Head {
     }
 }
 
+/// The key of head.json that maps each companion file to its sha256.
+const COMPANION_HASHES: &str = "files";
+
+/// The files a head's head.json vouches for.
+fn companion_files(spec: &HeadSpec) -> Vec<&str> {
+    let mut names = vec!["head.safetensors"];
+    names.extend(spec.encoder_override.as_deref());
+    names
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|e| MawqifError::io(path, e))?;
+    Ok(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Check the hashes head.json records (heads saved before they were recorded
+/// have none, and load as they are).
+fn check_companions(
+    dir: &Path,
+    json_path: &Path,
+    raw: &serde_json::Value,
+    spec: &HeadSpec,
+) -> Result<()> {
+    let Some(recorded) = raw.get(COMPANION_HASHES) else {
+        return Ok(());
+    };
+    let recorded = recorded.as_object().ok_or_else(|| {
+        MawqifError::malformed(json_path, format!("`{COMPANION_HASHES}` is not an object"))
+    })?;
+    for name in companion_files(spec) {
+        let Some(want) = recorded.get(name).and_then(|h| h.as_str()) else {
+            return Err(MawqifError::malformed(
+                json_path,
+                format!("no hash recorded for {name}"),
+            ));
+        };
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(MawqifError::MissingFile {
+                path,
+                hint: "head.json needs it beside it; train the head again".into(),
+            });
+        }
+        if sha256_file(&path)? != want {
+            return Err(MawqifError::malformed(
+                &path,
+                "it is not the file head.json was saved with (an interrupted save, or \
+                 an edit); train the head again",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Where a model's default head lives: `models/heads/<encoder dir name>/`.
 pub fn default_head_dir(models_root: &Path, encoder_id: &str) -> PathBuf {
     let name = encoder_id.rsplit('/').next().unwrap_or(encoder_id);
@@ -242,6 +314,23 @@ mod tests {
             Stance::Endorsement.label()
         );
         assert!(back.check_encoder(dir.path(), 3, Pooling::Mean).is_err());
+
+        // A save killed between its two renames: new tensors, old head.json.
+        let old_json = std::fs::read(dir.path().join("head.json")).unwrap();
+        let mut changed = head.clone();
+        changed.layers[0].1[0] = 1.0;
+        changed.save(dir.path()).unwrap();
+        std::fs::write(dir.path().join("head.json"), &old_json).unwrap();
+        let err = Head::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("head.safetensors") && err.contains("interrupted save"),
+            "{err}"
+        );
+        // A head.json without recorded hashes (older heads) still loads.
+        let mut plain: serde_json::Value = serde_json::from_slice(&old_json).unwrap();
+        plain.as_object_mut().unwrap().remove(COMPANION_HASHES);
+        std::fs::write(dir.path().join("head.json"), plain.to_string()).unwrap();
+        assert!(Head::load(dir.path()).is_ok());
     }
 
     #[test]

@@ -7,16 +7,19 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::Digest;
 
+use super::cache::is_commit_sha;
+use super::error::{HubError, HubResult};
+
 /// A repo's file list at one commit, as `GET /api/models/{id}/revision/{rev}?blobs=true` gives it.
 #[derive(Debug, Deserialize)]
-pub(crate) struct RepoListing {
-    pub(crate) sha: String,
-    pub(crate) siblings: Vec<Sibling>,
+pub struct RepoListing {
+    pub sha: String,
+    pub siblings: Vec<Sibling>,
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct Sibling {
-    pub(crate) rfilename: String,
+pub struct Sibling {
+    pub rfilename: String,
     #[serde(rename = "blobId")]
     blob_id: Option<String>,
     size: Option<u64>,
@@ -29,9 +32,48 @@ struct LfsInfo {
     size: u64,
 }
 
+/// Parse a listing's body (`what`, the URL it came from, is named in
+/// errors). The commit and every hash are checked here: they become cache
+/// paths (`snapshots/<sha>`, `blobs/<hash>`), so each must be plain hex of
+/// the right length, never a path.
+pub fn parse_listing(body: &str, what: &str) -> HubResult<RepoListing> {
+    let protocol = |reason: String| HubError::Protocol {
+        what: what.to_string(),
+        reason,
+    };
+    let listing: RepoListing =
+        serde_json::from_str(body).map_err(|e| protocol(format!("not a repo listing: {e}")))?;
+    if !is_commit_sha(&listing.sha) {
+        return Err(protocol(format!("`{}` is not a commit sha", listing.sha)));
+    }
+    for sibling in &listing.siblings {
+        if let Some(lfs) = &sibling.lfs {
+            if !is_hex(&lfs.sha256, 64) {
+                return Err(protocol(format!(
+                    "{}: lfs sha256 `{}` is not 64 hex digits",
+                    sibling.rfilename, lfs.sha256
+                )));
+            }
+        }
+        if let Some(blob) = &sibling.blob_id {
+            if !is_hex(blob, 40) {
+                return Err(protocol(format!(
+                    "{}: blobId `{blob}` is not 40 hex digits",
+                    sibling.rfilename
+                )));
+            }
+        }
+    }
+    Ok(listing)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// What a downloaded file must match.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Expected {
+pub enum Expected {
     /// LFS files: the content's sha256 (also the hub's etag and blob name).
     Sha256 {
         hex: String,
@@ -46,7 +88,8 @@ pub(crate) enum Expected {
 }
 
 impl Sibling {
-    pub(crate) fn expected(&self) -> Expected {
+    /// The size and hash the downloaded file must have.
+    pub fn expected(&self) -> Expected {
         if let Some(lfs) = &self.lfs {
             return Expected::Sha256 {
                 hex: lfs.sha256.to_ascii_lowercase(),
@@ -54,7 +97,7 @@ impl Sibling {
             };
         }
         match &self.blob_id {
-            Some(b) if b.len() == 40 => Expected::GitBlob {
+            Some(b) if is_hex(b, 40) => Expected::GitBlob {
                 hex: b.to_ascii_lowercase(),
                 size: self.size,
             },
@@ -223,6 +266,41 @@ mod tests {
             missing,
             vec!["weights (model.safetensors or pytorch_model.bin)"]
         );
+    }
+
+    #[test]
+    fn listings_with_paths_for_hashes_are_refused() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let listing = |sibling: &str| format!(r#"{{"sha":"{sha}","siblings":[{sibling}]}}"#);
+        let ok = parse_listing(
+            &listing(&format!(
+                r#"{{"rfilename":"model.safetensors","blobId":"{sha}","lfs":{{"sha256":"{}","size":3}}}}"#,
+                "ab".repeat(32)
+            )),
+            "u",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.siblings[0].expected(),
+            Expected::Sha256 {
+                hex: "ab".repeat(32),
+                size: 3
+            }
+        );
+        for bad in [
+            // Each of these would have named a path outside blobs/.
+            format!(
+                r#"{{"rfilename":"m","lfs":{{"sha256":"../../{}","size":3}}}}"#,
+                "a".repeat(58)
+            ),
+            format!(r#"{{"rfilename":"m","blobId":"../../{}"}}"#, "a".repeat(34)),
+            r#"{"rfilename":"m","blobId":"short"}"#.to_string(),
+        ] {
+            let err = parse_listing(&listing(&bad), "http://hub/x").unwrap_err();
+            assert!(err.to_string().contains("http://hub/x"), "{err}");
+        }
+        let err = parse_listing(r#"{"sha":"main","siblings":[]}"#, "u").unwrap_err();
+        assert!(err.to_string().contains("not a commit sha"), "{err}");
     }
 
     #[test]

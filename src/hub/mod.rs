@@ -36,9 +36,9 @@ pub use cache::{cached_snapshot, repo_cache_dir, snapshot_identity, Snapshot};
 pub use error::{HubError, HubResult};
 pub use http::ProxySettings;
 
-use cache::{is_commit_sha, write_ref};
+use cache::write_ref;
 use http::{public_url, Client, HttpError};
-use listing::{choose_files, size_matches, RepoListing};
+use listing::{choose_files, parse_listing, size_matches, RepoListing};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -249,13 +249,7 @@ impl Hub {
             });
         }
         let listing = self.list(model)?;
-        // The commit names a folder: only a real sha is accepted.
-        if !is_commit_sha(&listing.sha) {
-            return Err(HubError::Protocol {
-                what: format!("{model}"),
-                reason: format!("`{}` is not a commit sha", listing.sha),
-            });
-        }
+        // parse_listing checked that the commit is a real sha (it names a folder).
         let names: Vec<String> = listing
             .siblings
             .iter()
@@ -339,10 +333,7 @@ impl Hub {
                 endpoint: self.settings.endpoint.clone(),
                 reason: e.to_string(),
             })?;
-        serde_json::from_str(&body).map_err(|e| HubError::Protocol {
-            what: public_url(&asked),
-            reason: format!("not a repo listing: {e}"),
-        })
+        parse_listing(&body, &public_url(&asked))
     }
 
     /// A failed request as a hub error that says what to do.

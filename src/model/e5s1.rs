@@ -134,6 +134,13 @@ pub fn dequantize_q4_0(bytes: &[u8], n: usize) -> Option<Vec<f32>> {
     if !n.is_multiple_of(32) || bytes.len() != n / 32 * 18 {
         return None;
     }
+    // candle views the bytes as 2-aligned blocks (an f16 scale leads each
+    // one), but a tensor may start at any offset of the file: an odd one
+    // made that view undefined behaviour (found by the e5s1 fuzz target).
+    // Copy into u16 storage, which is 2-aligned.
+    let mut aligned = vec![0u16; bytes.len() / 2];
+    bytemuck::cast_slice_mut::<u16, u8>(&mut aligned).copy_from_slice(bytes);
+    let bytes = bytemuck::cast_slice::<u16, u8>(&aligned);
     let q = qtensor_from_ggml(GgmlDType::Q4_0, bytes, vec![n], &Device::Cpu).ok()?;
     q.dequantize(&Device::Cpu).ok()?.to_vec1::<f32>().ok()
 }
@@ -166,15 +173,20 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
     let eos_id = c.u32("eos id")?;
     let pad_id = c.u32("pad id")?;
     let unk_id = c.u32("unk id")?;
-    let blob_len = c.u64("piece blob length")? as usize;
-    let mut offsets = Vec::with_capacity(n_pieces + 1);
-    for _ in 0..=n_pieces {
-        offsets.push(c.u32("piece offset")? as usize);
-    }
-    let mut scores = Vec::with_capacity(n_pieces);
-    for _ in 0..n_pieces {
-        scores.push(c.f32("piece score")?);
-    }
+    let blob_len = c.u64("piece blob length")?;
+    // Take the raw arrays before allocating anything for them: a count read
+    // from a short or corrupt file must not size an allocation by itself.
+    let offsets: Vec<usize> = c
+        .take((n_pieces + 1) * 4, "piece offsets")?
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let scores: Vec<f32> = c
+        .take(n_pieces * 4, "piece scores")?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let blob_len = usize::try_from(blob_len).unwrap_or(usize::MAX);
     let blob = c.take(blob_len, "piece blob")?;
     let mut pieces = Vec::with_capacity(n_pieces);
     for k in 0..n_pieces {
@@ -204,6 +216,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
         .ok_or_else(|| MawqifError::malformed(path, "normalization map is truncated"))?;
     let n_tensors = c.count("tensor count", 100_000)?;
     let mut tensors = HashMap::new();
+    // Tensors may not share bytes: otherwise a small file could name the same
+    // region many times and make the importer allocate far more than its size.
+    let mut data_bytes = 0usize;
     for _ in 0..n_tensors {
         let name_len = c.u16("tensor name length")? as usize;
         let name = std::str::from_utf8(c.take(name_len, "tensor name")?)
@@ -211,8 +226,24 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
             .to_string();
         let dtype = c.take(1, "tensor dtype")?[0];
         let n = c.u32("tensor elements")? as usize;
-        let offset = c.u64("tensor offset")? as usize;
-        let nbytes = c.u64("tensor bytes")? as usize;
+        let offset = usize::try_from(c.u64("tensor offset")?).unwrap_or(usize::MAX);
+        let nbytes = usize::try_from(c.u64("tensor bytes")?).unwrap_or(usize::MAX);
+        if tensors.contains_key(&name) {
+            return Err(MawqifError::malformed(
+                path,
+                format!("tensor {name} appears twice"),
+            ));
+        }
+        data_bytes = data_bytes.saturating_add(nbytes);
+        if data_bytes > bytes.len() {
+            return Err(MawqifError::malformed(
+                path,
+                format!(
+                    "the tensors up to {name} claim {data_bytes} bytes of data, more than the file's {}",
+                    bytes.len()
+                ),
+            ));
+        }
         let data = offset
             .checked_add(nbytes)
             .and_then(|end| bytes.get(offset..end))
@@ -223,7 +254,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<E5s1Model> {
                 )
             })?;
         let values = match dtype {
-            0 if nbytes == 4 * n => data
+            0 if Some(nbytes) == n.checked_mul(4) => data
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
@@ -379,8 +410,7 @@ fn table_overrides(m: &E5s1Model, charsmap: &Precompiled) -> (Vec<(String, Strin
 pub fn build_tokenizer(m: &E5s1Model) -> Result<Tokenizer> {
     let unigram = Unigram::from(m.pieces.clone(), Some(m.unk_id as usize), false)
         .map_err(|e| MawqifError::Tokenizer(e.to_string()))?;
-    let charsmap = Precompiled::from(NMT_NFKC_CHARSMAP)
-        .map_err(|e| MawqifError::Tokenizer(format!("bad nmt_nfkc charsmap: {e}")))?;
+    let charsmap = nmt_nfkc()?;
     let replace = |from: &str, to: &str| -> Result<NormalizerWrapper> {
         Ok(Replace::new(from, to)
             .map_err(|e| MawqifError::Tokenizer(e.to_string()))?
@@ -418,6 +448,17 @@ pub fn build_tokenizer(m: &E5s1Model) -> Result<Tokenizer> {
     ));
     tok.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
     Ok(tok)
+}
+
+/// The charsmap, parsed once (it is built in, and its parse dominated
+/// building a tokenizer for a small model).
+fn nmt_nfkc() -> Result<Precompiled> {
+    static PARSED: std::sync::OnceLock<std::result::Result<Precompiled, String>> =
+        std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| Precompiled::from(NMT_NFKC_CHARSMAP).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| MawqifError::Tokenizer(format!("bad nmt_nfkc charsmap: {e}")))
 }
 
 fn replace_regex(pattern: &str, to: &str) -> Result<NormalizerWrapper> {
@@ -522,6 +563,10 @@ mod tests {
             assert_eq!(v[j + 16], ((15 - j) as f32 - 8.0) * 0.5, "high nibble {j}");
         }
         assert!(dequantize_q4_0(&bytes[..10], 32).is_none());
+        // The same block at an odd address of a larger buffer.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        assert_eq!(dequantize_q4_0(&shifted[1..], 32).unwrap(), v);
     }
 
     #[test]
@@ -535,7 +580,11 @@ mod tests {
     }
 
     #[test]
-    fn charsmap_loads() {
+    fn charsmap_loads_and_passes_the_tokenizer_check() {
         assert!(Precompiled::from(NMT_NFKC_CHARSMAP).is_ok());
+        crate::tokenize::check_charsmap(NMT_NFKC_CHARSMAP).unwrap();
+        let mut torn = NMT_NFKC_CHARSMAP.to_vec();
+        torn.truncate(torn.len() / 2);
+        assert!(crate::tokenize::check_charsmap(&torn).is_err());
     }
 }

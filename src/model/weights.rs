@@ -109,8 +109,13 @@ impl SafetensorsFiles {
                         "truncated: it ends at byte {e} of the data but the file holds {data_len}; re-download or re-import it"
                     )));
                 }
-                let elems: usize = shape.iter().product();
-                if (e - s) as usize != elems * dtype.size_in_bytes() {
+                // Checked: a shape whose product wraps could otherwise match a
+                // small byte range and describe a tensor far larger than the file.
+                let expected_bytes = shape
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))
+                    .and_then(|n| n.checked_mul(dtype.size_in_bytes()));
+                if expected_bytes != usize::try_from(e - s).ok() {
                     return Err(bad("byte length does not match its shape"));
                 }
                 entries.insert(
@@ -127,6 +132,16 @@ impl SafetensorsFiles {
             files.push((path.to_path_buf(), Mutex::new(file)));
         }
         Ok(Self { files, entries })
+    }
+
+    /// Names of the tensors indexed, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The stored shape of a tensor.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
     /// A tensor by name; a weight with `.lora_a`/`.lora_b` beside it (a
@@ -281,6 +296,49 @@ impl SimpleBackend for SafetensorsFiles {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// A safetensors file with this header and data, in a temp dir.
+    fn raw_file(header: &str, data: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    fn open_err(header: &str, data: &[u8]) -> String {
+        let (_dir, path) = raw_file(header, data);
+        let err = SafetensorsFiles::open(&[&path]).err().unwrap().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        err
+    }
+
+    #[test]
+    fn a_header_claiming_100_gb_is_refused_before_reading() {
+        let err = open_err(
+            r#"{"w":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}}"#,
+            &[0; 16],
+        );
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_refused() {
+        // 2^62 x 4 elements: the product wraps to 0 and matched the empty
+        // byte range before the multiplication was checked.
+        let err = open_err(
+            r#"{"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}}"#,
+            &[],
+        );
+        assert!(err.contains("does not match its shape"), "{err}");
+        let err = open_err(
+            r#"{"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#,
+            &[],
+        );
+        assert!(err.contains("does not match its shape"), "{err}");
+    }
 
     #[test]
     fn later_files_win_and_prefixes_are_seen() {

@@ -102,8 +102,14 @@ fn arabert_regexes() -> &'static ArabertRegexes {
     })
 }
 
+/// Replace every match. fancy-regex's own `replace_all` panics when its
+/// backtracking limit is hit; on such a pathological input the step is
+/// skipped and the text kept as it was, so preprocessing never panics.
 fn replace_all(re: &fancy_regex::Regex, text: &str, with: &str) -> String {
-    re.replace_all(text, with).into_owned()
+    match re.try_replacen(text, 0, with) {
+        Ok(replaced) => replaced.into_owned(),
+        Err(_) => text.to_string(),
+    }
 }
 
 /// The common HTML character references that `html.unescape` resolves;
@@ -252,5 +258,17 @@ mod tests {
         assert_eq!(p.apply("قالَ"), "query: قالَ");
         let p = Preprocessor::new(Preprocessing::StripMarks, "");
         assert_eq!(p.apply("قـــالَ الرّئيسُ"), "قال الرئيس");
+    }
+
+    #[test]
+    fn a_regex_past_its_backtracking_limit_keeps_the_text() {
+        // Lookaheads make fancy-regex backtrack itself; two ways to take
+        // each letter before a missing `b` exceed its limit on 40 letters,
+        // where its own replace_all panicked.
+        let re = fancy_regex::Regex::new(r"(?:(?=a)a|(?=a)aa)+b").unwrap();
+        let text = "a".repeat(40);
+        assert!(re.is_match(&text).is_err(), "the limit was not reached");
+        assert_eq!(replace_all(&re, &text, "x"), text);
+        assert_eq!(replace_all(&re, "aab", "x"), "x");
     }
 }

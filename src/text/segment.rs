@@ -172,7 +172,7 @@ fn split_line_with(line: &str, respect_quotes: bool) -> Option<Vec<(usize, usize
     let mut in_straight = false; // " "
     let mut i = 0;
     while i < chars.len() {
-        let (pos, c) = chars[i];
+        let c = chars[i].1;
         match c {
             '«' => guillemets += 1,
             '»' => guillemets = guillemets.saturating_sub(1),
@@ -182,19 +182,26 @@ fn split_line_with(line: &str, respect_quotes: bool) -> Option<Vec<(usize, usize
             _ => {}
         }
         let quoted = respect_quotes && (guillemets > 0 || curly > 0 || in_straight);
-        if SENTENCE_END.contains(&c) && !quoted && is_boundary(&chars, i) {
-            // Take a run of terminators ("؟!", "!!") into the unit.
+        if SENTENCE_END.contains(&c) && !quoted {
+            // A run of terminators ("؟!", "!!", "...") is decided once, as a
+            // whole: it ends the sentence if any of its marks is a boundary,
+            // and then goes into the unit. Scanning the run once keeps a long
+            // line of dots linear (checking each mark up to the run's end was
+            // quadratic). Terminators are not quotes, so `quoted` holds for
+            // the whole run.
             let mut j = i + 1;
             while j < chars.len() && SENTENCE_END.contains(&chars[j].1) {
                 j += 1;
             }
-            let end = chars.get(j).map_or(line.len(), |&(p, _)| p);
-            ranges.push((unit_start, end));
-            unit_start = end;
+            let next = chars.get(j).map(|&(_, ch)| ch);
+            if (i..j).any(|k| is_boundary(&chars, k, next)) {
+                let end = chars.get(j).map_or(line.len(), |&(p, _)| p);
+                ranges.push((unit_start, end));
+                unit_start = end;
+            }
             i = j;
             continue;
         }
-        let _ = pos;
         i += 1;
     }
     if respect_quotes && (guillemets > 0 || curly > 0 || in_straight) {
@@ -206,16 +213,11 @@ fn split_line_with(line: &str, respect_quotes: bool) -> Option<Vec<(usize, usize
     Some(ranges)
 }
 
-/// Does the terminator at `chars[i]` end a sentence?
-fn is_boundary(chars: &[(usize, char)], i: usize) -> bool {
+/// Does the terminator at `chars[i]` end a sentence? `next` is the
+/// character after its run of terminators (None at the end of the line).
+fn is_boundary(chars: &[(usize, char)], i: usize, next: Option<char>) -> bool {
     let c = chars[i].1;
     let prev = i.checked_sub(1).map(|k| chars[k].1);
-    // The character after the run of terminators.
-    let mut j = i + 1;
-    while j < chars.len() && SENTENCE_END.contains(&chars[j].1) {
-        j += 1;
-    }
-    let next = chars.get(j).map(|&(_, ch)| ch);
     if c == '.' {
         // An ellipsis written as dots: never a boundary mid-line.
         if prev == Some('.') || chars.get(i + 1).map(|&(_, ch)| ch) == Some('.') {
@@ -318,6 +320,30 @@ mod tests {
         assert_eq!(
             texts("قال: «لن نتراجع. ثم غادر."),
             vec!["قال: «لن نتراجع.", "ثم غادر."]
+        );
+    }
+
+    #[test]
+    fn a_long_run_of_dots_is_segmented_in_linear_time() {
+        // Each dot of a run used to rescan the run to its end: a line of a
+        // million dots took minutes. The watchdog is a hang detector, 1000x
+        // above what the linear scan needs.
+        let line = format!("قال{}ثم مضى. وانتهى.", ".".repeat(1 << 20));
+        let (send, receive) = std::sync::mpsc::channel();
+        let worker = {
+            let line = line.clone();
+            std::thread::spawn(move || send.send(texts(&line)))
+        };
+        let units = receive
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("segmenting a 1 MB run of dots did not finish within 60 s");
+        worker.join().unwrap().unwrap();
+        assert_eq!(
+            units,
+            vec![
+                line[..line.len() - "وانتهى.".len() - 1].to_string(),
+                "وانتهى.".to_string()
+            ]
         );
     }
 

@@ -3,6 +3,12 @@
 
 mod common;
 
+/// Counts allocations per thread, so the fuzz checks' memory bounds hold
+/// here as in the fuzz crate (which makes a bound breach abort instead).
+#[global_allocator]
+static ALLOCATOR: common::properties::CountingAlloc =
+    common::properties::CountingAlloc { refuse: false };
+
 mod arabert_parity;
 mod archive;
 mod cli;
@@ -12,7 +18,9 @@ mod e5_parity;
 mod engines;
 mod finetune;
 mod fixtures;
+mod fuzz_regressions;
 mod hub;
+mod kills;
 mod label_sets;
 mod pipeline;
 mod pth_checkpoint;

@@ -2,7 +2,9 @@
 //! 32, WordPiece vocabulary of Arabic words and letters) with a head for it.
 #![allow(dead_code)]
 
+pub mod e5s1_file;
 pub mod mock_hub;
+pub mod properties;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

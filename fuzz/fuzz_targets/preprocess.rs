@@ -1,0 +1,5 @@
+//! Fuzz target `preprocess`: the properties are in tests/integration/common/properties.rs
+//! (`check_preprocess`), shared with `cargo test`; FUZZING.md lists them.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mawqif_fuzz::properties::check_preprocess(data));
