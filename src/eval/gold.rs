@@ -193,54 +193,47 @@ fn parse_label(path: &Path, line: usize, s: &str) -> Result<Label> {
 
 /// Read a gold set; ids must be unique and `alt` must differ from `label`.
 pub fn read_gold(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
-<<<<<<< HEAD
-    if format == GoldFormat::CheckThat {
-        return read_checkthat_gold(path, true);
-    }
-    read_gold_lines(path, format)
+    parse_gold_str(&read_nonempty(path)?, path, format)
 }
 
 /// CheckThat! gold rows; `unique_ids` refuses a repeated `sentence_id`
 /// (scoring joins on it; training data may repeat one, as the lab's Arabic
 /// training split does).
 pub fn read_checkthat_gold(path: &Path, unique_ids: bool) -> Result<Vec<GoldItem>> {
-    let text = read_nonempty(path)?;
+    parse_checkthat_gold(&read_nonempty(path)?, path, unique_ids)
+}
+
+fn parse_checkthat_gold(text: &str, path: &Path, unique_ids: bool) -> Result<Vec<GoldItem>> {
     let mut items = Vec::new();
     let mut seen = HashSet::new();
-    {
-        for (lineno, id, sentence, label) in checkthat_rows(path, &text)? {
-            let label = label.ok_or_else(|| {
-                bad(
-                    path,
-                    lineno,
-                    "gold needs a label column: sentence_id<TAB>sentence<TAB>label",
-                )
-            })?;
-            if !seen.insert(id.clone()) && unique_ids {
-                return Err(bad(path, lineno, format!("duplicate id {id:?}")));
-            }
-            items.push(GoldItem {
-                id,
-                start: None,
-                end: None,
-                text: sentence.unwrap_or_default(),
-                label: parse_label(path, lineno, &label)?,
-                alt: None,
-            });
+    for (lineno, id, sentence, label) in checkthat_rows(path, text)? {
+        let label = label.ok_or_else(|| {
+            bad(
+                path,
+                lineno,
+                "gold needs a label column: sentence_id<TAB>sentence<TAB>label",
+            )
+        })?;
+        if !seen.insert(id.clone()) && unique_ids {
+            return Err(bad(path, lineno, format!("duplicate id {id:?}")));
         }
+        items.push(GoldItem {
+            id,
+            start: None,
+            end: None,
+            text: sentence.unwrap_or_default(),
+            label: parse_label(path, lineno, &label)?,
+            alt: None,
+        });
     }
     Ok(items)
 }
 
-fn read_gold_lines(path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
-    let text = read_nonempty(path)?;
-=======
-    parse_gold_str(&read_nonempty(path)?, path, format)
-}
-
 /// Parse the text of a gold set read from `path` (named in errors).
 pub fn parse_gold_str(text: &str, path: &Path, format: GoldFormat) -> Result<Vec<GoldItem>> {
->>>>>>> issue14
+    if format == GoldFormat::CheckThat {
+        return parse_checkthat_gold(text, path, true);
+    }
     let mut items = Vec::new();
     let mut seen = HashSet::new();
     for (k, line) in text.lines().enumerate() {
@@ -289,9 +282,6 @@ pub fn parse_gold_str(text: &str, path: &Path, format: GoldFormat) -> Result<Vec
             // Read above, with its header.
             GoldFormat::CheckThat => continue,
         };
-<<<<<<< HEAD
-        if item.alt.as_ref() == Some(&item.label) {
-=======
         if let Some((start, end)) = item.span() {
             if start > end {
                 return Err(bad(
@@ -301,8 +291,7 @@ pub fn parse_gold_str(text: &str, path: &Path, format: GoldFormat) -> Result<Vec
                 ));
             }
         }
-        if item.alt == Some(item.label) {
->>>>>>> issue14
+        if item.alt.as_ref() == Some(&item.label) {
             return Err(bad(path, lineno, "alt repeats the label; use null"));
         }
         if !seen.insert(item.id.clone()) {
@@ -326,7 +315,7 @@ pub fn parse_predictions_str(
 ) -> Result<Vec<Prediction>> {
     let mut preds = Vec::new();
     if format == GoldFormat::CheckThat {
-        for (lineno, id, sentence, label) in checkthat_rows(path, &text)? {
+        for (lineno, id, sentence, label) in checkthat_rows(path, text)? {
             let label = label.ok_or_else(|| {
                 bad(
                     path,
@@ -494,7 +483,6 @@ mod tests {
     }
 
     #[test]
-<<<<<<< HEAD
     fn checkthat_gold_and_two_column_predictions_join_on_string_ids() {
         let dir = tempfile::tempdir().unwrap();
         let gold_path = dir.path().join("gold.tsv");
@@ -544,7 +532,9 @@ mod tests {
         let m = p.mapped(&map).unwrap();
         assert_eq!(m.label.as_str(), "SUBJ");
         assert!((m.scores.unwrap().get(&m.label) - 0.8).abs() < 1e-6);
-=======
+    }
+
+    #[test]
     fn a_span_that_ends_before_it_starts_is_refused() {
         // Found by the gold fuzz target: such a span later sliced text backwards.
         let path = Path::new("g.jsonl");
@@ -561,6 +551,5 @@ mod tests {
             err.contains("g.jsonl") && err.contains("after its end"),
             "{err}"
         );
->>>>>>> issue14
     }
 }

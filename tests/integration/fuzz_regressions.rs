@@ -128,7 +128,10 @@ fn generated_seeds() -> BTreeMap<String, Vec<u8>> {
                 end,
                 text: g.text.clone(),
             };
-            let scores = Scores::from_logits(&[k as f32 % 3.0, 1.0, 0.5, 0.0]);
+            let scores = Scores::from_logits(
+                &mawqif::LabelSet::stance(),
+                &[k as f32 % 3.0, 1.0, 0.5, 0.0],
+            );
             serde_json::to_string(&LabelledUnit::new("a01.txt", &segment, scores)).unwrap() + "\n"
         })
         .collect();

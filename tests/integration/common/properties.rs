@@ -448,7 +448,7 @@ pub fn check_gold(data: &[u8]) {
             let mut ids = HashSet::new();
             for g in items {
                 assert!(ids.insert(g.id.clone()), "duplicate id {:?}", g.id);
-                assert_ne!(g.alt, Some(g.label));
+                assert_ne!(g.alt.as_ref(), Some(&g.label));
                 if let Some((s, e)) = g.span() {
                     assert!(s <= e, "span {s}..{e}");
                 }
