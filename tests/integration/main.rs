@@ -16,4 +16,6 @@ mod hub;
 mod pipeline;
 mod pth_checkpoint;
 mod python_hub;
+mod serve;
+mod serve_browser;
 mod tokenizer_parity;

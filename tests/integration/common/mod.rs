@@ -2,6 +2,7 @@
 //! 32, WordPiece vocabulary of Arabic words and letters) with a head for it.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod mock_hub;
 
 use std::collections::HashMap;
