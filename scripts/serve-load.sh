@@ -85,7 +85,9 @@ print(f"- Model: {before['model']} (engine {before['system'].removeprefix('mawqi
       f"{threads} encoder threads for both; batches of at most 32 sentences (bench and server) and 8,192 tokens (server).")
 print("- Requests: `POST /v1/classify` with the fixture article (eval/fixtures/article.txt, 49 sentences) "
       "as JSON, over keep-alive connections to 127.0.0.1, each client sending its next request as soon as "
-      "the last one is answered (closed loop). A 429 would make a client wait its Retry-After.")
+      "the last one is answered (closed loop). `requests` counts articles; a 429 makes the client wait its "
+      "Retry-After and send the same article again (the `429` column counts those refusals), and the article's "
+      "latency then runs from its first try.")
 print(f"- `mawqif bench`: the article's 49 sentences repeated 60 times (2,940), "
       f"{before['sentences_per_s']:.1f} sentences/s before the load run and {after['sentences_per_s']:.1f} after; "
       f"mean {bench_mean:.1f}.")
@@ -107,7 +109,8 @@ print()
 print("Latency is time from request to answer as the client sees it, queueing included. In a closed "
       "loop with more clients than the model can serve at once, it grows with the queue: at 64 clients "
       "about 64 articles wait, so p50 is near 64 × 49 sentences ÷ throughput. The per-request timeout "
-      "(60 s by default) and the queue bound (4,096 sentences, then 429) cap it.")
+      "(60 s by default) and the queue bounds (4,096 sentences, or 45 s of work at the model's measured speed; "
+      "then 429) cap it.")
 for l in levels:
     if l.get("first_error"):
         print(f"\nFirst error at {l['clients']} clients: `{l['first_error']}`")

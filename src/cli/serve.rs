@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Seconds a request may take, queueing included (503 past it)
     #[arg(long, default_value_t = Limits::default().request_timeout.as_secs_f64())]
     timeout: f64,
+    /// Most seconds of work the queue may hold at the model's measured speed;
+    /// requests past it get 429 with Retry-After [default: 3/4 of --timeout]
+    #[arg(long)]
+    max_queue_wait: Option<f64>,
     /// Truncate sentences of any length instead of refusing very long ones
     #[arg(long)]
     allow_long: bool,
@@ -62,6 +66,10 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
     super::init_threads(args.threads)?;
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds");
+    }
+    let max_queue_wait = args.max_queue_wait.unwrap_or(args.timeout * 0.75);
+    if !(max_queue_wait.is_finite() && max_queue_wait > 0.0) {
+        bail!("--max-queue-wait must be a positive number of seconds");
     }
     let options = ServeOptions {
         limits: Limits {
@@ -74,6 +82,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
             max_batch_sentences: args.batch_size,
             max_batch_tokens: args.batch_tokens,
             max_queue_sentences: args.max_queue_sentences,
+            max_queue_wait: Duration::from_secs_f64(max_queue_wait),
         },
     };
     let server = Server::new(options)?;

@@ -11,8 +11,10 @@
 //! small requests near the throughput of one large one. A job whose client
 //! gave up (its receiver dropped) is skipped.
 //!
-//! Admission is bounded by queued sentences: a job that does not fit is
-//! refused at once ([`Rejected::Full`], answered 429), never parked.
+//! Admission is bounded twice: by queued sentences, and by the time the
+//! queued work would take at the model's measured speed (so that what is
+//! admitted can finish before the request timeout). A job that does not
+//! fit is refused at once ([`Rejected::Full`], answered 429), never parked.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -96,6 +98,35 @@ struct State {
     /// what admission is bounded by.
     pending: usize,
     closed: bool,
+    speed: Speed,
+}
+
+/// The model's speed while busy, over its last few batches: what the
+/// queue's wait is estimated with.
+#[derive(Debug, Default)]
+struct Speed {
+    /// (sentences, seconds) of the most recent successful batches.
+    recent: VecDeque<(usize, f64)>,
+}
+
+impl Speed {
+    /// Enough batches to smooth one slow batch out, few enough to follow
+    /// a change of load on the machine within seconds.
+    const BATCHES: usize = 16;
+
+    fn record(&mut self, sentences: usize, seconds: f64) {
+        if self.recent.len() == Self::BATCHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((sentences, seconds));
+    }
+
+    /// Sentences per second of model time, once a batch has run.
+    fn sentences_per_second(&self) -> Option<f64> {
+        let sentences: usize = self.recent.iter().map(|r| r.0).sum();
+        let seconds: f64 = self.recent.iter().map(|r| r.1).sum();
+        (sentences > 0 && seconds > 0.0).then(|| sentences as f64 / seconds)
+    }
 }
 
 struct Shared {
@@ -133,6 +164,7 @@ impl Queue {
                 jobs: VecDeque::new(),
                 pending: 0,
                 closed: false,
+                speed: Speed::default(),
             }),
             wake: Condvar::new(),
             metrics,
@@ -159,12 +191,26 @@ impl Queue {
         if state.closed {
             return Err(Rejected::Closed);
         }
-        if state.pending + n > self.shared.options.max_queue_sentences {
-            let rate = self.shared.metrics.sentences_per_second();
+        let options = &self.shared.options;
+        let speed = state.speed.sentences_per_second();
+        let rate = speed.unwrap_or_else(|| self.shared.metrics.sentences_per_second());
+        let after = state.pending + n;
+        if after > options.max_queue_sentences {
             return Err(Rejected::Full {
                 queued: state.pending,
-                retry_after: retry_after(state.pending, rate),
+                retry_after: retry_after(after - options.max_queue_sentences, rate),
             });
+        }
+        // Work that could not be done before the timeout is refused now,
+        // not after waiting. With nothing queued, waiting would not help.
+        if let Some(speed) = speed.filter(|_| state.pending > 0) {
+            let room = options.max_queue_wait.as_secs_f64() * speed;
+            if after as f64 > room {
+                return Err(Rejected::Full {
+                    queued: state.pending,
+                    retry_after: retry_after((after as f64 - room).ceil() as usize, speed),
+                });
+            }
         }
         state.pending += n;
         state.jobs.push_back(job);
@@ -200,10 +246,11 @@ fn publish(metrics: &Metrics, state: &State, active: usize) {
         .store(state.jobs.len() + active, Ordering::Relaxed);
 }
 
-/// How long until the queue has room again at the recent rate (1–60 s).
-fn retry_after(queued: usize, sentences_per_second: f64) -> Duration {
+/// How long until `excess` more sentences are done at `sentences_per_second`,
+/// so that a refused request would fit (1–60 s).
+fn retry_after(excess: usize, sentences_per_second: f64) -> Duration {
     let seconds = if sentences_per_second > 0.0 {
-        (queued as f64 / sentences_per_second).ceil()
+        (excess as f64 / sentences_per_second).ceil()
     } else {
         1.0
     };
@@ -298,6 +345,7 @@ fn batching_loop(shared: &Shared, model: &dyn ServeModel, run: &RunOptions) {
         drop(previous);
 
         let mut scored = batch_len;
+        let failed = outcome.is_err();
         match outcome {
             Ok(scores) => {
                 shared.metrics.record_batch(BatchRecord {
@@ -336,6 +384,9 @@ fn batching_loop(shared: &Shared, model: &dyn ServeModel, run: &RunOptions) {
             false
         });
         let mut state = shared.lock();
+        if !failed {
+            state.speed.record(batch_len, seconds);
+        }
         state.pending = state.pending.saturating_sub(scored);
         publish(&shared.metrics, &state, active.len());
     }
@@ -410,6 +461,7 @@ mod tests {
             max_batch_sentences: sentences,
             max_batch_tokens: tokens,
             max_queue_sentences: queue,
+            max_queue_wait: Duration::from_secs(45),
         }
     }
 
@@ -420,6 +472,7 @@ mod tests {
                 jobs: VecDeque::new(),
                 pending: 0,
                 closed: false,
+                speed: Speed::default(),
             }),
             wake: Condvar::new(),
             metrics: Arc::new(Metrics::new()),
@@ -505,6 +558,80 @@ mod tests {
             queue.submit(job(&[&["r"]])),
             Err(Rejected::Closed)
         ));
+    }
+
+    /// `n` one-word sentences in one text.
+    fn job_of(n: usize) -> Job {
+        let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        job(&[&refs])
+    }
+
+    #[test]
+    fn work_past_the_longest_wait_is_refused_unless_the_queue_is_empty() {
+        // 10 sentences/s measured, 45 s of queue: room for 450 sentences.
+        let (queue, shared) = paused(options(32, 8192, 100_000));
+        shared.lock().speed.record(20, 2.0);
+        let _a = queue.submit(job_of(400)).unwrap();
+        let _b = queue.submit(job_of(50)).unwrap();
+        match queue.submit(job_of(20)) {
+            Err(Rejected::Full {
+                queued,
+                retry_after,
+            }) => {
+                assert_eq!(queued, 450);
+                // 20 sentences over the room, at 10 a second.
+                assert_eq!(retry_after, Duration::from_secs(2));
+            }
+            other => panic!("expected Full, got {:?}", other.map(|_| ())),
+        }
+
+        // Alone, a job longer than the wait is taken: retrying cannot help it.
+        let (queue, shared) = paused(options(32, 8192, 100_000));
+        shared.lock().speed.record(20, 2.0);
+        let _big = queue.submit(job_of(1000)).unwrap();
+        match queue.submit(job_of(1)) {
+            Err(Rejected::Full { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::from_secs(56));
+            }
+            other => panic!("expected Full, got {:?}", other.map(|_| ())),
+        }
+
+        // Before any batch has run, the speed is unknown: only the sentence bound holds.
+        let (queue, _shared) = paused(options(32, 8192, 100_000));
+        let _a = queue.submit(job_of(5000)).unwrap();
+        let _b = queue.submit(job_of(5000)).unwrap();
+    }
+
+    #[test]
+    fn the_speed_follows_the_last_batches() {
+        let mut speed = Speed::default();
+        assert_eq!(speed.sentences_per_second(), None);
+        speed.record(32, 4.0);
+        assert_eq!(speed.sentences_per_second(), Some(8.0));
+        for _ in 0..Speed::BATCHES {
+            speed.record(32, 1.0);
+        }
+        assert_eq!(speed.sentences_per_second(), Some(32.0));
+    }
+
+    #[test]
+    fn the_batching_thread_measures_the_speed() {
+        let (queue, shared) = paused(options(4, 1000, 100));
+        let rx = queue.submit(job_of(10)).unwrap();
+        queue.close();
+        let model = Recorder {
+            batches: Mutex::new(vec![]),
+            fail_on: None,
+        };
+        batching_loop(&shared, &model, &RunOptions::default());
+        assert_eq!(rx.blocking_recv().unwrap().unwrap().len(), 10);
+        let state = shared.lock();
+        assert_eq!(
+            state.speed.recent.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+        assert!(state.speed.sentences_per_second().is_some());
     }
 
     #[test]

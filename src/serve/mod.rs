@@ -83,6 +83,11 @@ pub struct BatchOptions {
     pub max_batch_tokens: usize,
     /// Most sentences accepted and not yet classified; past it, 429.
     pub max_queue_sentences: usize,
+    /// Longest the queued work may take at the model's measured speed; a
+    /// request that would wait longer gets 429 instead of timing out after
+    /// waiting. Kept under the request timeout, so that what is admitted
+    /// can finish in time.
+    pub max_queue_wait: Duration,
 }
 
 impl Default for BatchOptions {
@@ -93,6 +98,9 @@ impl Default for BatchOptions {
             max_batch_tokens: 8192,
             // About 20 s of work for e5-small on 2 cores.
             max_queue_sentences: 4096,
+            // Three quarters of the default request timeout (60 s): room
+            // for the speed to drop while a request waits.
+            max_queue_wait: Duration::from_secs(45),
         }
     }
 }
@@ -146,6 +154,12 @@ impl ServeOptions {
         }
         if l.request_timeout.is_zero() {
             return bad("the request timeout must be above zero".into());
+        }
+        if b.max_queue_wait.is_zero() || b.max_queue_wait > l.request_timeout {
+            return bad(format!(
+                "the longest queue wait ({:?}) must be above zero and at most the request timeout ({:?})",
+                b.max_queue_wait, l.request_timeout
+            ));
         }
         Ok(())
     }
@@ -301,5 +315,10 @@ mod tests {
         let mut o = ServeOptions::default();
         o.limits.request_timeout = Duration::ZERO;
         assert!(o.check().is_err());
+        let mut o = ServeOptions::default();
+        o.limits.request_timeout = Duration::from_secs(10);
+        assert!(matches!(o.check(), Err(ServeError::BadOption(m)) if m.contains("queue wait")));
+        o.batching.max_queue_wait = Duration::from_secs(8);
+        assert!(o.check().is_ok());
     }
 }

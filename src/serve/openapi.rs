@@ -15,7 +15,9 @@ pub fn openapi() -> Value {
     let retry = json!({
         "Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}
     });
-    let mut busy = error("Queue full: too many sentences waiting (`queue_full`)");
+    let mut busy = error(
+        "Queue full: too many sentences waiting, or more work than can be done before the timeout (`queue_full`)",
+    );
     busy["headers"] = retry.clone();
     let mut unavailable = error(
         "Not ready: the model is loading (`not_ready`), the request took longer than the \

@@ -12,7 +12,9 @@ use mawqif::serve::{BatchOptions, Limits, ServeModel, ServeOptions, Server};
 use mawqif::{classify_text, Classifier, Label, LoadOptions, MawqifError, RunOptions, Segmenter};
 use serde_json::json;
 
-use crate::common::http::{get, metric, post, post_json, wait_until, InProcess, ServeProcess};
+use crate::common::http::{
+    get, metric, post, post_json, post_raw, wait_until, InProcess, ServeProcess,
+};
 
 fn tiny_classifier() -> (tempfile::TempDir, Classifier) {
     let (tmp, dir) = crate::common::tiny_model_dir();
@@ -401,18 +403,27 @@ fn every_bad_request_gets_a_clear_json_error() {
             413,
             "too_many_sentences",
         ),
-        (
+    ];
+    let prefix = "{\"text\": \"";
+    let too_large = format!(
+        "{prefix}{}a\"}}",
+        "ا".repeat((64 * 1024 + 1 - prefix.len() - 3) / 2)
+    );
+    assert_eq!(too_large.len(), 64 * 1024 + 1);
+    let replies = cases
+        .iter()
+        .map(|(what, content_type, body, status, kind)| {
+            (*what, post(&classify, content_type, body), *status, *kind)
+        })
+        // One byte over the limit, written whole before reading the answer.
+        .chain(std::iter::once((
             "body too large",
-            "application/json",
-            json!({ "text": "نص ".repeat(20_000) })
-                .to_string()
-                .into_bytes(),
+            post_raw(&classify, "application/json", too_large.as_bytes()),
             413,
             "body_too_large",
-        ),
-    ];
-    for (what, content_type, body, status, kind) in &cases {
-        let r = post(&classify, content_type, body);
+        )));
+    for (what, r, status, kind) in replies {
+        let (status, kind) = (&status, &kind);
         assert_eq!(r.status, *status, "{what}: {}", r.body);
         assert!(r.content_type.starts_with("application/json"), "{what}");
         assert_eq!(r.kind(), *kind, "{what}: {}", r.body);
@@ -494,6 +505,7 @@ fn queueing_merging_backpressure_and_timeouts() {
             max_batch_sentences: 32,
             max_batch_tokens: 8192,
             max_queue_sentences: 24,
+            max_queue_wait: Duration::from_secs(20),
         },
     };
     let s = ready_server(options, model.clone());
@@ -565,7 +577,10 @@ fn queueing_merging_backpressure_and_timeouts() {
             request_timeout: Duration::from_millis(300),
             ..Limits::default()
         },
-        ..ServeOptions::default()
+        batching: BatchOptions {
+            max_queue_wait: Duration::from_millis(300),
+            ..BatchOptions::default()
+        },
     };
     let s = ready_server(options, model.clone());
     let r = post_json(&s.url("/v1/classify"), &json!({ "text": small_text(1) }));
@@ -745,6 +760,19 @@ fn serve_refuses_bad_flags_and_a_missing_model_cleanly() {
     let err = crate::common::stderr(&o);
     assert!(err.contains("could never be queued"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+
+    let o = crate::common::mawqif(&[
+        "serve",
+        "--port",
+        "0",
+        "--timeout",
+        "10",
+        "--max-queue-wait",
+        "20",
+    ]);
+    assert!(!o.status.success());
+    let err = crate::common::stderr(&o);
+    assert!(err.contains("queue wait"), "{err}");
 
     let o = crate::common::mawqif(&["serve", "--port", "0", "--model", "/nonexistent/model"]);
     assert!(!o.status.success());
