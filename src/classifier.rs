@@ -40,6 +40,24 @@ pub struct Classification {
     pub warnings: Vec<String>,
 }
 
+/// How long each unit is, for sizing batches: tokens before truncation for
+/// a neural model, words (plus two, like `[CLS]` and `[SEP]`) for a baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSizes {
+    pub tokens: Vec<usize>,
+    /// The encoder's limit per unit; longer units are truncated to it.
+    /// `None` for a baseline, which reads any length.
+    pub limit: Option<usize>,
+}
+
+impl UnitSizes {
+    /// What unit `i` costs in a batch: its length, capped at the limit.
+    pub fn cost(&self, i: usize) -> usize {
+        let n = self.tokens.get(i).copied().unwrap_or(0);
+        self.limit.map_or(n, |l| n.min(l))
+    }
+}
+
 /// The neural model or a baseline.
 pub enum Classifier {
     Neural {
@@ -115,6 +133,23 @@ impl Classifier {
         match self {
             Classifier::Neural { embedder, .. } => embedder.check(texts, options),
             Classifier::Cues | Classifier::Constant(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Sizes of `texts` for batching; see [`UnitSizes`].
+    pub fn unit_sizes(&self, texts: &[&str]) -> Result<UnitSizes> {
+        match self {
+            Classifier::Neural { embedder, .. } => Ok(UnitSizes {
+                tokens: embedder.token_counts(texts)?,
+                limit: Some(embedder.max_tokens()),
+            }),
+            Classifier::Cues | Classifier::Constant(_) => Ok(UnitSizes {
+                tokens: texts
+                    .iter()
+                    .map(|t| t.split_whitespace().count() + 2)
+                    .collect(),
+                limit: None,
+            }),
         }
     }
 

@@ -12,7 +12,9 @@
 //! 6. [`report`]: labelled units → JSONL / TSV / table
 //!
 //! [`Classifier`] ties stages 1–5 together and [`classify_text`] runs them
-//! all; [`eval`] scores predictions against gold and [`train`] makes heads.
+//! all; [`eval`] scores predictions against gold and [`train`] makes heads;
+//! [`serve`] puts a classifier behind HTTP with dynamic batching (the only
+//! module with an async runtime).
 #![deny(unsafe_code)]
 
 pub mod archive;
@@ -27,12 +29,14 @@ pub mod label;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod serve;
 pub mod text;
 pub mod tokenize;
 pub mod train;
 
 pub use classifier::{
     classify_segments, classify_text, find_default_head, Classification, Classifier, LoadOptions,
+    UnitSizes,
 };
 pub use encode::{Embedder, Engine, RunOptions};
 pub use error::{MawqifError, Result};

@@ -23,7 +23,8 @@ mawqif segment article.txt\n  \
 mawqif eval --gold eval/fixtures/article.gold.jsonl --model cues --model majority\n  \
 mawqif import-e5s1 e5-small-q4.bin --out models/multilingual-e5-small\n  \
 mawqif download aubmindlab/bert-base-arabertv02\n  \
-mawqif models"
+mawqif models\n  \
+mawqif serve --port 8080"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,6 +74,8 @@ mawqif classify --model DIR --head HEAD_DIR article.txt")]
     Models(cli::hub::ModelsArgs),
     /// Measure throughput, batch-1 latency and peak memory
     Bench(cli::bench::BenchArgs),
+    /// Serve the classifier over HTTP (JSON API, metrics, and a web page at /)
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() {
@@ -93,6 +96,7 @@ fn main() {
         Command::Download(args) => cli::hub::download(&ctx, args),
         Command::Models(args) => cli::hub::models(&ctx, args),
         Command::Bench(args) => cli::bench::run(&ctx, args),
+        Command::Serve(args) => cli::serve::run(&ctx, args),
     };
     if let Err(err) = result {
         if cli::stopped_by_closed_stdout(&err) {

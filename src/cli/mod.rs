@@ -6,6 +6,7 @@ pub mod classify;
 pub mod eval;
 pub mod hub;
 pub mod import;
+pub mod serve;
 pub mod train;
 
 use std::io::{IsTerminal, Write};
@@ -18,6 +19,7 @@ use mawqif::hub::HubSettings;
 use mawqif::{Classifier, Engine, LoadOptions};
 
 /// What every command may need from the environment, read once at start.
+#[derive(Clone)]
 pub struct Context {
     pub engine: Engine,
     /// `HF_*` variables, as the Python tools read them.

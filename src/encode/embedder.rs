@@ -86,6 +86,23 @@ impl Embedder {
         &self.tokenizer
     }
 
+    /// The most tokens the encoder reads of one sentence (longer ones are truncated).
+    pub fn max_tokens(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+
+    /// How many tokens each text has before truncation, tokenized exactly
+    /// as [`Embedder::embed`] would: what a batcher sizes its batches by.
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        let inputs: Vec<String> = texts.iter().map(|t| self.preprocessor.apply(t)).collect();
+        Ok(self
+            .tokenizer
+            .encode(&inputs)?
+            .iter()
+            .map(|t| t.untruncated_len)
+            .collect())
+    }
+
     /// Pooled vectors for `texts`; warnings name truncated sentences.
     pub fn embed(
         &self,

@@ -25,4 +25,6 @@ mod label_sets;
 mod pipeline;
 mod pth_checkpoint;
 mod python_hub;
+mod serve;
+mod serve_browser;
 mod tokenizer_parity;

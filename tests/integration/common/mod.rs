@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod e5s1_file;
+pub mod http;
 pub mod mock_hub;
 pub mod properties;
 
