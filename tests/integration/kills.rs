@@ -420,8 +420,10 @@ fn classify_resume_killed_at_random_points_ends_with_the_uninterrupted_output() 
         17,
         full,
         |i| {
-            // One run in five starts over, so kills also land early in a run.
-            if i % 5 == 0 {
+            // Every other run starts over: a resumed run has less left to do
+            // and often ends before its kill, and fresh runs keep most kills
+            // landing part-way.
+            if i % 2 == 0 {
                 let _ = std::fs::remove_file(&out);
                 let _ = std::fs::remove_file(&progress);
             }
