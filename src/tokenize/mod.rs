@@ -186,7 +186,8 @@ fn load_json(text: &str, path: &Path) -> Result<Inner> {
 }
 
 /// `tokenizers` panics, rather than returning an error, on some malformed
-/// tokenizer.json files: a JSON syntax error inside `decoder`; a
+/// tokenizer.json files: a JSON syntax error or an out-of-range number
+/// inside `decoder`; a
 /// `Precompiled` normalizer without a charsmap, or whose charsmap claims
 /// more trie than it holds (which also sizes an allocation by itself), or
 /// whose trie leads lookups out of bounds, which panics later, while
@@ -198,6 +199,11 @@ fn refuse_what_tokenizers_panics_on(text: &str, path: &Path) -> Result<()> {
     struct Parts {
         #[serde(default)]
         normalizer: Option<serde_json::Value>,
+        // Read as a value so that what `tokenizers` would `expect()` on (a
+        // number out of f64's range, found by the fuzz target) is an error here.
+        #[serde(default)]
+        #[allow(dead_code)]
+        decoder: Option<serde_json::Value>,
     }
     let parts: Parts = serde_json::from_str(text)
         .map_err(|e| MawqifError::malformed(path, format!("not a tokenizer.json: {e}")))?;
