@@ -14,12 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{io_err, HubError, HubResult};
-use super::listing::choose_files;
+use super::listing::{choose_files, is_commit_sha};
 use super::HubModelRef;
-
-pub(crate) fn is_commit_sha(s: &str) -> bool {
-    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
 
 /// The cache folder of one model repo.
 pub fn repo_cache_dir(cache_dir: &Path, repo: &str) -> PathBuf {

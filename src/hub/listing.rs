@@ -7,7 +7,6 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::Digest;
 
-use super::cache::is_commit_sha;
 use super::error::{HubError, HubResult};
 
 /// A repo's file list at one commit, as `GET /api/models/{id}/revision/{rev}?blobs=true` gives it.
@@ -65,6 +64,10 @@ pub fn parse_listing(body: &str, what: &str) -> HubResult<RepoListing> {
         }
     }
     Ok(listing)
+}
+
+pub(crate) fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
