@@ -150,16 +150,10 @@ pub struct Queue {
     shared: Arc<Shared>,
 }
 
-impl Queue {
-    /// Start the batching thread over `model`. The thread ends once the
-    /// queue is [closed](Queue::close) and empty.
-    pub fn start(
-        model: Arc<dyn ServeModel>,
-        options: BatchOptions,
-        run: RunOptions,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Queue, JoinHandle<()>)> {
-        let shared = Arc::new(Shared {
+impl Shared {
+    /// An empty, open queue.
+    fn new(options: BatchOptions, metrics: Arc<Metrics>) -> Self {
+        Shared {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 pending: 0,
@@ -169,7 +163,20 @@ impl Queue {
             wake: Condvar::new(),
             metrics,
             options,
-        });
+        }
+    }
+}
+
+impl Queue {
+    /// Start the batching thread over `model`. The thread ends once the
+    /// queue is [closed](Queue::close) and empty.
+    pub fn start(
+        model: Arc<dyn ServeModel>,
+        options: BatchOptions,
+        run: RunOptions,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Queue, JoinHandle<()>)> {
+        let shared = Arc::new(Shared::new(options, metrics));
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("mawqif-batcher".into())
@@ -467,17 +474,7 @@ mod tests {
 
     /// A queue whose thread has not started: jobs pile up, then one start.
     fn paused(opts: BatchOptions) -> (Queue, Arc<Shared>) {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                jobs: VecDeque::new(),
-                pending: 0,
-                closed: false,
-                speed: Speed::default(),
-            }),
-            wake: Condvar::new(),
-            metrics: Arc::new(Metrics::new()),
-            options: opts,
-        });
+        let shared = Arc::new(Shared::new(opts, Arc::new(Metrics::new())));
         (
             Queue {
                 shared: Arc::clone(&shared),

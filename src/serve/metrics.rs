@@ -208,23 +208,21 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
         };
-        head(
+        let gauge = |out: &mut String, name: &str, help: &str, value: String| {
+            head(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        };
+        gauge(
             &mut out,
             "mawqif_ready",
-            "gauge",
             "1 once the model is loaded and requests are served",
+            format!("{}", u8::from(ready)),
         );
-        let _ = writeln!(out, "mawqif_ready {}", u8::from(ready));
-        head(
+        gauge(
             &mut out,
             "mawqif_uptime_seconds",
-            "gauge",
             "Seconds since the server started",
-        );
-        let _ = writeln!(
-            out,
-            "mawqif_uptime_seconds {:.3}",
-            self.started.elapsed().as_secs_f64()
+            format!("{:.3}", self.started.elapsed().as_secs_f64()),
         );
 
         head(
@@ -261,39 +259,24 @@ impl Metrics {
                 &format!("route=\"{route}\""),
             );
         }
-        head(
+        gauge(
             &mut out,
             "mawqif_requests_in_flight",
-            "gauge",
             "Requests being handled now",
-        );
-        let _ = writeln!(
-            out,
-            "mawqif_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
+            format!("{}", self.in_flight.load(Ordering::Relaxed)),
         );
 
-        head(
+        gauge(
             &mut out,
             "mawqif_queue_sentences",
-            "gauge",
             "Sentences accepted and not yet classified",
+            format!("{}", self.queue_sentences.load(Ordering::Relaxed)),
         );
-        let _ = writeln!(
-            out,
-            "mawqif_queue_sentences {}",
-            self.queue_sentences.load(Ordering::Relaxed)
-        );
-        head(
+        gauge(
             &mut out,
             "mawqif_queue_requests",
-            "gauge",
             "Requests with sentences not yet classified",
-        );
-        let _ = writeln!(
-            out,
-            "mawqif_queue_requests {}",
-            self.queue_requests.load(Ordering::Relaxed)
+            format!("{}", self.queue_requests.load(Ordering::Relaxed)),
         );
 
         head(
@@ -307,16 +290,11 @@ impl Metrics {
             "mawqif_sentences_total {}",
             self.sentences_total.load(Ordering::Relaxed)
         );
-        head(
+        gauge(
             &mut out,
             "mawqif_sentences_per_second",
-            "gauge",
             "Sentences classified per second over the last 10 s",
-        );
-        let _ = writeln!(
-            out,
-            "mawqif_sentences_per_second {:.3}",
-            self.sentences_per_second()
+            format!("{:.3}", self.sentences_per_second()),
         );
         head(
             &mut out,

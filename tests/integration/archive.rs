@@ -207,12 +207,8 @@ fn shards_split_a_corpus_into_disjoint_parts_that_make_up_the_whole() {
     assert!(!o.status.success() && stderr(&o).contains("--shard"));
 }
 
-#[test]
-fn a_resumed_run_after_kills_writes_what_an_uninterrupted_run_writes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus.jsonl");
-    write_records(&corpus, 3000);
-    let full = tmp.path().join("full.jsonl");
+/// One uninterrupted `classify --resume OUT` run over `corpus`, which must succeed.
+fn resume_to(corpus: &Path, out: &Path) {
     let o = mawqif(&[
         "classify",
         "--model",
@@ -221,9 +217,18 @@ fn a_resumed_run_after_kills_writes_what_an_uninterrupted_run_writes() {
         "jsonl",
         corpus.to_str().unwrap(),
         "--resume",
-        full.to_str().unwrap(),
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_resumed_run_after_kills_writes_what_an_uninterrupted_run_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus.jsonl");
+    write_records(&corpus, 3000);
+    let full = tmp.path().join("full.jsonl");
+    resume_to(&corpus, &full);
     let expected = std::fs::read(&full).unwrap();
 
     let out = tmp.path().join("out.jsonl");
@@ -264,33 +269,13 @@ fn a_resumed_run_after_kills_writes_what_an_uninterrupted_run_writes() {
         cut_short >= 1,
         "no run was killed part-way; the test proves nothing"
     );
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        "cues",
-        "--input",
-        "jsonl",
-        corpus.to_str().unwrap(),
-        "--resume",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    resume_to(&corpus, &out);
     assert!(
         std::fs::read(&out).unwrap() == expected,
         "the resumed output differs from an uninterrupted run"
     );
     // A finished output is not redone: a further run writes nothing new.
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        "cues",
-        "--input",
-        "jsonl",
-        corpus.to_str().unwrap(),
-        "--resume",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    resume_to(&corpus, &out);
     assert!(std::fs::read(&out).unwrap() == expected);
 }
 
