@@ -27,6 +27,14 @@ fn embed(dir: &Path, engine: Engine, texts: &[&str], batch_size: usize) -> Vec<V
     e.embed(texts, &options, |_| {}).unwrap().0
 }
 
+/// The largest change of any one label's probability between two runs.
+fn probability_move(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// How far the most probable label is ahead of the second.
 fn top_two_margin(p: &[f32]) -> f32 {
     let mut sorted = p.to_vec();
@@ -135,12 +143,7 @@ fn fast_engines_keep_e5_labels_on_the_article() {
             if a.best() == b.best() {
                 continue;
             }
-            let moved = a
-                .probabilities()
-                .iter()
-                .zip(b.probabilities())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let moved = probability_move(a.probabilities(), b.probabilities());
             let margin = top_two_margin(b.probabilities());
             assert!(
                 margin <= 2.0 * moved,
@@ -153,12 +156,7 @@ fn fast_engines_keep_e5_labels_on_the_article() {
         let worst = fast
             .iter()
             .zip(&reference)
-            .flat_map(|(a, b)| {
-                a.probabilities()
-                    .iter()
-                    .zip(b.probabilities())
-                    .map(|(x, y)| (x - y).abs())
-            })
+            .map(|(a, b)| probability_move(a.probabilities(), b.probabilities()))
             .fold(0f32, f32::max);
         let bound = if engine == Engine::Fast(Precision::F32) {
             1e-3
