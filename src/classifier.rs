@@ -1,6 +1,7 @@
 //! Stages 2–5 behind one value: a neural model (encoder + head) or a
 //! baseline, and the whole pipeline from source text to labelled units.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::encode::{Embedder, Engine, RunOptions};
@@ -175,12 +176,24 @@ impl Classifier {
     ) -> Result<Classification> {
         match self {
             Classifier::Neural { embedder, head } => {
-                let (vectors, warnings) = embedder.embed(texts, options, on_batch)?;
+                let (vectors, mut warnings) = embedder.embed(texts, options, on_batch)?;
+                let previous_vectors = if head.spec.features.context_embedding {
+                    let (found, extra_warnings) =
+                        previous_vectors(embedder, texts, &vectors, previous, options)?;
+                    warnings.extend(extra_warnings);
+                    found
+                } else {
+                    vec![None; texts.len()]
+                };
                 let scores = vectors
                     .iter()
                     .zip(texts)
-                    .zip(previous.iter().copied().chain(std::iter::repeat(None)))
-                    .map(|((v, t), p)| head.predict(&features(v, t, p, &head.spec.features)))
+                    .enumerate()
+                    .map(|(i, (v, t))| {
+                        let pv = previous_vectors[i].as_deref();
+                        let p = previous.get(i).copied().flatten();
+                        head.predict(&features(v, t, p, pv, &head.spec.features))
+                    })
                     .collect();
                 Ok(Classification { scores, warnings })
             }
@@ -194,6 +207,48 @@ impl Classifier {
             }),
         }
     }
+}
+
+/// Each unit's previous unit's vector (None for a first unit).
+type PreviousVectors = Vec<Option<Vec<f32>>>;
+
+/// The vector of each unit's previous unit: taken from `vectors` when that
+/// unit is among `texts` (the usual case: a text's units come together),
+/// else encoded here (a previous unit that fell in an earlier batch).
+fn previous_vectors<'t>(
+    embedder: &Embedder,
+    texts: &[&'t str],
+    vectors: &[Vec<f32>],
+    previous: &[Option<&'t str>],
+    options: &RunOptions,
+) -> Result<(PreviousVectors, Vec<String>)> {
+    let previous = |i: usize| previous.get(i).copied().flatten();
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in texts.iter().enumerate() {
+        position.entry(t).or_insert(i);
+    }
+    let (mut missing, mut missing_index): (Vec<&str>, HashMap<&str, usize>) = Default::default();
+    for p in (0..texts.len()).filter_map(previous) {
+        if !position.contains_key(p) && !missing_index.contains_key(p) {
+            missing_index.insert(p, missing.len());
+            missing.push(p);
+        }
+    }
+    let (extra, warnings) = if missing.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        embedder.embed(&missing, options, |_| {})?
+    };
+    let found = (0..texts.len())
+        .map(|i| {
+            let p = previous(i)?;
+            match position.get(p) {
+                Some(&j) => vectors.get(j).cloned(),
+                None => missing_index.get(p).and_then(|&k| extra.get(k).cloned()),
+            }
+        })
+        .collect();
+    Ok((found, warnings))
 }
 
 /// The head that goes with a model when none is given: `<model>/head/`,

@@ -330,8 +330,10 @@ fn compare(
             .zip(texts)
             .zip(previous_units(texts))
             .zip(labels)
-            .filter(|(((v, t), p), ours)| {
-                let s = head.predict(&features(v, t, *p, &head.spec.features));
+            .enumerate()
+            .filter(|(i, (((v, t), p), ours))| {
+                let pv = i.checked_sub(1).map(|j| theirs[j].as_slice());
+                let s = head.predict(&features(v, t, *p, pv, &head.spec.features));
                 Some(s.best()) == **ours
             })
             .count();

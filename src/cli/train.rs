@@ -52,6 +52,10 @@ pub struct TrainArgs {
     /// Also give the head the previous unit's cue features
     #[arg(long)]
     context: bool,
+    /// Also give the head the previous unit's sentence vector (no extra
+    /// encoder time at inference: every unit is encoded anyway)
+    #[arg(long)]
+    context_embedding: bool,
     /// L2 penalty on the weights
     #[arg(long, default_value_t = 0.3)]
     l2: f32,
@@ -232,6 +236,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
         },
         cues: !args.no_cues,
         context: args.context,
+        context_embedding: args.context_embedding,
         dev_fraction: args.dev_fraction,
         cv_folds: args.cv_by_text,
         batch_size: args.batch_size.max(1),
@@ -339,6 +344,7 @@ fn run_fine_tune(
             seed: args.seed,
             cues: !args.no_cues,
             context: args.context,
+            context_embedding: args.context_embedding,
             rank: args.lora_rank.max(1),
             alpha: args.lora_alpha,
             labels: Some(labels),

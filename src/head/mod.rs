@@ -1,8 +1,9 @@
 //! Stage 5: turn sentence vectors into label probabilities.
 //!
 //! Contract: a [`Head`] maps one feature vector (pooled encoder output,
-//! optionally followed by the transparent cue features of [`cues`]: see
-//! [`features`]) to a probability for each label of its own set
+//! optionally followed by the transparent cue features of [`cues`] and by
+//! the previous unit's cues or pooled vector: see [`features`]) to a
+//! probability for each label of its own set
 //! (`head.json`'s `labels`; the four stance labels by default), summing to 1.
 //! A head is stored as `head.safetensors` (tensors) + `head.json`
 //! ([`HeadSpec`]).
@@ -295,6 +296,7 @@ mod tests {
                 embedding_dim: 2,
                 cues: false,
                 context: false,
+                context_embedding: false,
             },
             hidden: None,
             encoder_override: None,
@@ -348,6 +350,7 @@ mod tests {
                     embedding_dim: 1,
                     cues: false,
                     context: false,
+                    context_embedding: false,
                 },
                 hidden: None,
                 encoder_override: None,

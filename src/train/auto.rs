@@ -56,6 +56,7 @@ pub fn load_or_train(
                 options: TrainOptions::default(),
                 cues: true,
                 context: false,
+                context_embedding: false,
                 dev_fraction: 0.0,
                 cv_folds: None,
                 batch_size: 16,

@@ -292,6 +292,7 @@ mod tests {
                 embedding_dim: 3,
                 cues: false,
                 context: false,
+                context_embedding: false,
             },
             kind,
         )

@@ -157,6 +157,14 @@ pub fn count_texts(examples: &[Example], idx: &[usize]) -> usize {
     docs.len()
 }
 
+/// The index of the example just before `examples[i]` in its text, when
+/// that is the unit `examples[i].previous` names.
+pub fn preceding_example(examples: &[Example], i: usize) -> Option<usize> {
+    let j = i.checked_sub(1)?;
+    let (e, before) = (&examples[i], &examples[j]);
+    (e.doc == before.doc && e.previous.as_deref() == Some(before.text.as_str())).then_some(j)
+}
+
 fn pick(examples: &[Example], idx: &[usize]) -> Vec<Example> {
     idx.iter().map(|&i| examples[i].clone()).collect()
 }
@@ -169,6 +177,8 @@ pub struct FrozenTraining {
     pub cues: bool,
     /// The previous unit's cue features too.
     pub context: bool,
+    /// The previous unit's sentence vector too.
+    pub context_embedding: bool,
     /// Share of texts held out for the dev report (0: train on all).
     pub dev_fraction: f64,
     /// Also cross-validate with this many folds by text.
@@ -212,11 +222,22 @@ pub fn train_frozen(
         embedding_dim: embedder.dim(),
         cues: training.cues,
         context: training.context,
+        context_embedding: training.context_embedding,
     };
     let rows: Vec<Vec<f32>> = vectors
         .iter()
         .zip(examples)
-        .map(|(v, e)| features(v, &e.text, e.previous.as_deref(), &feature_spec))
+        .enumerate()
+        .map(|(i, (v, e))| {
+            let previous_vector = preceding_example(examples, i).map(|j| vectors[j].as_slice());
+            features(
+                v,
+                &e.text,
+                e.previous.as_deref(),
+                previous_vector,
+                &feature_spec,
+            )
+        })
         .collect();
     let options = &training.options;
     let fit = |idx: &[usize]| -> Result<Head> {

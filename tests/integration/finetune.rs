@@ -95,3 +95,91 @@ fn fine_tune_stores_only_what_changed_and_inference_computes_the_same() {
         }
     }
 }
+
+/// With the previous unit's vector as context: the head reads it, training
+/// lowers the loss, and inference computes what the trainer computed, also
+/// when a unit's previous unit comes in an earlier call.
+#[test]
+fn context_embedding_trains_and_inference_reads_the_previous_unit() {
+    let (tmp, dir) = crate::common::tiny_model_dir();
+    let examples = load_examples(&[
+        "eval/train/gold/a01.gold.jsonl".into(),
+        "eval/train/gold/b02.gold.jsonl".into(),
+    ])
+    .unwrap();
+    let (train, dev) = examples.split_at(examples.len() - 10);
+    let options = FineTuneOptions {
+        layers: 1,
+        max_epochs: 3,
+        patience: 5,
+        lr_encoder: 1e-2,
+        rank: 4,
+        precision: Precision::F32,
+        context_embedding: true,
+        ..FineTuneOptions::default()
+    };
+    let tuned = fine_tune(&dir, train, dev, &options, |_| {}).unwrap();
+    let spec = &tuned.head.spec.features;
+    assert!(spec.context_embedding);
+    let hidden = spec.embedding_dim;
+    let plain = mawqif::head::FeatureSpec {
+        context_embedding: false,
+        ..spec.clone()
+    };
+    assert_eq!(spec.len(), plain.len() + hidden + 1);
+    let losses: Vec<f64> = tuned.history[1..].iter().map(|r| r.train_loss).collect();
+    assert!(
+        losses[2] < losses[0],
+        "training loss did not fall: {losses:?}"
+    );
+
+    let head_dir = tmp.path().join("tuned-context");
+    save(&tuned, &head_dir).unwrap();
+    let json = std::fs::read_to_string(head_dir.join("head.json")).unwrap();
+    assert!(json.contains("\"context_embedding\": true"), "{json}");
+    let load = LoadOptions {
+        engine: Engine::Fast(Precision::F32),
+        ..LoadOptions::default()
+    };
+    let classifier = Classifier::load_neural(&dir, Some(&head_dir), &load).unwrap();
+    let opts = RunOptions::default();
+    let texts: Vec<&str> = dev.iter().map(|e| e.text.as_str()).collect();
+    let previous: Vec<Option<&str>> = dev.iter().map(|e| e.previous.as_deref()).collect();
+    let together = classifier
+        .classify_units(&texts, &previous, &opts, |_| {})
+        .unwrap()
+        .scores;
+    let close = |a: &mawqif::label::Scores, b: &mawqif::label::Scores, tol: f32| {
+        a.probabilities()
+            .iter()
+            .zip(b.probabilities())
+            .all(|(x, y)| (x - y).abs() < tol)
+    };
+    for (a, b) in together.iter().zip(&tuned.dev_scores) {
+        assert!(close(a, b, 1e-3), "inference {a:?} vs trainer {b:?}");
+    }
+    // The second half alone: its first unit's previous unit is encoded on
+    // the side, and the scores do not change.
+    let half = texts.len() / 2;
+    let alone = classifier
+        .classify_units(&texts[half..], &previous[half..], &opts, |_| {})
+        .unwrap()
+        .scores;
+    for (a, b) in alone.iter().zip(&together[half..]) {
+        assert!(close(a, b, 1e-5), "{a:?} vs {b:?}");
+    }
+    // Another previous unit gives other scores: the context is read.
+    let swapped: Vec<Option<&str>> = previous.iter().map(|_| Some(texts[0])).collect();
+    let moved = classifier
+        .classify_units(&texts, &swapped, &opts, |_| {})
+        .unwrap()
+        .scores;
+    assert!(
+        moved
+            .iter()
+            .zip(&together)
+            .skip(2)
+            .any(|(a, b)| !close(a, b, 1e-6)),
+        "the previous unit did not change any score"
+    );
+}

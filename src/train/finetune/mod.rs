@@ -30,6 +30,7 @@ use crate::encode::pooling::pool;
 use crate::encode::weights_builder;
 use crate::error::{MawqifError, Result};
 use crate::eval::metrics;
+use crate::head::features::previous_vector_features;
 use crate::head::{features, FeatureSpec, Head};
 use crate::label::{Label, LabelSet, Scores};
 use crate::model::e5s1::save_safetensors;
@@ -73,6 +74,9 @@ pub struct FineTuneOptions {
     pub precision: Precision,
     /// The previous unit's cue features go into the head too.
     pub context: bool,
+    /// The previous unit's pooled vector goes into the head too; its
+    /// encoding trains with the rest (batches are runs of consecutive units).
+    pub context_embedding: bool,
     /// The head's labels (default: those of the training and dev examples).
     pub labels: Option<LabelSet>,
 }
@@ -94,6 +98,7 @@ impl Default for FineTuneOptions {
             warmup: 0.1,
             precision: Precision::best_available(),
             context: false,
+            context_embedding: false,
             labels: None,
         }
     }
@@ -131,8 +136,12 @@ struct TrainHead {
 struct Run<'a> {
     model: TuneModel,
     head: TrainHead,
+    /// Token ids of every example (train, then dev), then of previous units
+    /// that are not examples themselves (context only).
     tokens: Vec<Vec<u32>>,
     cue_rows: Vec<Vec<f32>>,
+    /// Where in `tokens` each example's previous unit is (context embedding).
+    previous: Vec<Option<usize>>,
     examples: Vec<&'a Example>,
     /// The head's labels, and each example's label as an index into them.
     labels: LabelSet,
@@ -259,7 +268,8 @@ impl<'a> Run<'a> {
             .iter()
             .map(|e| labels.index(&e.label).unwrap_or(0))
             .collect();
-        let inputs: Vec<String> = examples.iter().map(|e| pre.apply(&e.text)).collect();
+        let mut inputs: Vec<String> = examples.iter().map(|e| pre.apply(&e.text)).collect();
+        let previous = previous_positions(&examples, &mut inputs, &pre);
         let tokens = tokenizer
             .encode(&inputs)?
             .into_iter()
@@ -288,10 +298,11 @@ impl<'a> Run<'a> {
             embedding_dim: 0,
             cues: options.cues,
             context: options.context,
+            context_embedding: false,
         };
         let cue_rows = examples
             .iter()
-            .map(|e| features(&[], &e.text, e.previous.as_deref(), &cue_spec))
+            .map(|e| features(&[], &e.text, e.previous.as_deref(), None, &cue_spec))
             .collect();
         let k = labels.len();
         let mut counts = vec![0usize; k];
@@ -309,7 +320,12 @@ impl<'a> Run<'a> {
                 }
             })
             .collect();
-        let width = model.hidden() + cue_spec.len();
+        let context_width = if options.context_embedding {
+            model.hidden() + 1
+        } else {
+            0
+        };
+        let width = model.hidden() + cue_spec.len() + context_width;
         Ok(Self {
             model,
             head: TrainHead {
@@ -320,6 +336,7 @@ impl<'a> Run<'a> {
             },
             tokens,
             cue_rows,
+            previous,
             examples,
             labels,
             label_index,
@@ -330,21 +347,58 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The head's features (pooled vector + cues) of `idx`, unstandardized.
+    /// The head's features (pooled vector, cues, context) of `idx`,
+    /// unstandardized.
     fn features(&self, idx: &[usize]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(64) {
-            let batch: Vec<&[u32]> = chunk.iter().map(|&i| self.tokens[i].as_slice()).collect();
+            let members = self.with_previous(chunk);
+            let batch: Vec<&[u32]> = members.iter().map(|&i| self.tokens[i].as_slice()).collect();
             let (x, offsets) = self.model.embed(&batch)?;
             let (states, _) = self.model.forward(x, &offsets, false);
-            for (&(start, len), &i) in offsets.iter().zip(chunk) {
-                let (unit, _) = self.pool(&states, start, len);
-                let mut f = unit;
-                f.extend_from_slice(&self.cue_rows[i]);
-                out.push(f);
+            let pooled: Vec<Vec<f32>> = offsets
+                .iter()
+                .map(|&(start, len)| self.pool(&states, start, len).0)
+                .collect();
+            for (k, &i) in chunk.iter().enumerate() {
+                out.push(self.feature_row(i, &pooled[k], |p| {
+                    members.iter().position(|&m| m == p).map(|q| &pooled[q][..])
+                }));
             }
         }
         Ok(out)
+    }
+
+    /// `chunk`, then the previous units its members need that it lacks.
+    fn with_previous(&self, chunk: &[usize]) -> Vec<usize> {
+        let mut members = chunk.to_vec();
+        if self.options.context_embedding {
+            for &i in chunk {
+                if let Some(p) = self.previous[i] {
+                    if !members.contains(&p) {
+                        members.push(p);
+                    }
+                }
+            }
+        }
+        members
+    }
+
+    /// One example's features from its pooled vector; `pooled_of` finds the
+    /// pooled vector of a unit of the batch by its index in `tokens`.
+    fn feature_row<'v>(
+        &self,
+        i: usize,
+        unit: &[f32],
+        pooled_of: impl Fn(usize) -> Option<&'v [f32]>,
+    ) -> Vec<f32> {
+        let mut f = unit.to_vec();
+        f.extend_from_slice(&self.cue_rows[i]);
+        if self.options.context_embedding {
+            let previous = self.previous[i].and_then(pooled_of);
+            f.extend(previous_vector_features(previous, unit.len()));
+        }
+        f
     }
 
     /// Start from the head fitted on the base model's features: a good
@@ -364,6 +418,7 @@ impl<'a> Run<'a> {
                 embedding_dim: self.model.hidden(),
                 cues: self.options.cues,
                 context: self.options.context,
+                context_embedding: self.options.context_embedding,
             },
             HeadKind::Softmax,
         );
@@ -421,10 +476,15 @@ impl<'a> Run<'a> {
         step: &mut usize,
         total_steps: usize,
     ) -> Result<f64> {
-        let mut order = train_idx.to_vec();
-        for k in (1..order.len()).rev() {
-            order.swap(k, rng.below(k + 1));
-        }
+        let order = if self.options.context_embedding {
+            self.shuffled_runs(train_idx, rng)
+        } else {
+            let mut order = train_idx.to_vec();
+            for k in (1..order.len()).rev() {
+                order.swap(k, rng.below(k + 1));
+            }
+            order
+        };
         let (mut loss_sum, mut batches) = (0.0, 0);
         for chunk in order.chunks(self.options.batch_size.max(1)) {
             *step += 1;
@@ -437,19 +497,31 @@ impl<'a> Run<'a> {
     /// Forward, backward and one AdamW step on one batch.
     fn train_step(&mut self, chunk: &[usize], step: usize, total_steps: usize) -> Result<f64> {
         let h = self.model.hidden();
-        let batch: Vec<&[u32]> = chunk.iter().map(|&i| self.tokens[i].as_slice()).collect();
+        // The batch's units, then the previous units they read as context:
+        // gradients reach those encodings too.
+        let members = self.with_previous(chunk);
+        let batch: Vec<&[u32]> = members.iter().map(|&i| self.tokens[i].as_slice()).collect();
         let (x, offsets) = self.model.embed(&batch)?;
         let (states, caches) = self.model.forward(x, &offsets, true);
+        let pooled: Vec<(Vec<f32>, f32)> = offsets
+            .iter()
+            .map(|&(start, len)| self.pool(&states, start, len))
+            .collect();
+        let mut dpooled_of: Vec<Vec<f32>> = vec![vec![0f32; h]; members.len()];
+        let context_start = h + self.cue_rows.first().map_or(0, Vec::len);
         let weight_sum: f32 = chunk
             .iter()
             .map(|&i| self.class_weights[self.label_index[i]])
             .sum();
         let mut dstates = vec![0f32; states.len()];
         let mut loss = 0f64;
-        for (&(start, len), &i) in offsets.iter().zip(chunk) {
-            let (unit, norm) = self.pool(&states, start, len);
-            let mut f = unit.clone();
-            f.extend_from_slice(&self.cue_rows[i]);
+        for (k, &i) in chunk.iter().enumerate() {
+            let previous_at = self.previous[i]
+                .filter(|_| self.options.context_embedding)
+                .and_then(|p| members.iter().position(|&m| m == p));
+            let f = self.feature_row(i, &pooled[k].0, |_| {
+                previous_at.map(|q| pooled[q].0.as_slice())
+            });
             let scores = Scores::from_logits(&self.labels, &self.logits(&f));
             let p = scores.probabilities();
             let y = self.label_index[i];
@@ -460,7 +532,6 @@ impl<'a> Run<'a> {
                 .map(|c| w * (p[c] - if c == y { 1.0 } else { 0.0 }))
                 .collect();
             let width = f.len();
-            let mut dunit = vec![0f32; h];
             for (c, dl) in dlogits.iter().enumerate() {
                 self.head.b.grad[c] += dl;
                 let row = &mut self.head.w.grad[c * width..(c + 1) * width];
@@ -469,16 +540,25 @@ impl<'a> Run<'a> {
                     row[j] += dl * z;
                 }
                 let wrow = &self.head.w.value[c * width..(c + 1) * width];
-                for j in 0..h {
-                    dunit[j] += dl * wrow[j] * self.head.scale[j];
+                let scale = &self.head.scale;
+                for (j, d) in dpooled_of[k].iter_mut().enumerate() {
+                    *d += dl * wrow[j] * scale[j];
+                }
+                if let Some(q) = previous_at {
+                    for (j, d) in dpooled_of[q].iter_mut().enumerate() {
+                        let at = context_start + j;
+                        *d += dl * wrow[at] * scale[at];
+                    }
                 }
             }
+        }
+        for ((&(start, len), (unit, norm)), dunit) in offsets.iter().zip(&pooled).zip(dpooled_of) {
             // Through the L2 normalization, then the pooling.
             let dpooled: Vec<f32> = if self.normalize {
-                let dot: f32 = dunit.iter().zip(&unit).map(|(a, b)| a * b).sum();
+                let dot: f32 = dunit.iter().zip(unit).map(|(a, b)| a * b).sum();
                 dunit
                     .iter()
-                    .zip(&unit)
+                    .zip(unit)
                     .map(|(d, u)| (d - u * dot) / norm)
                     .collect()
             } else {
@@ -523,6 +603,28 @@ impl<'a> Run<'a> {
         Ok(loss)
     }
 
+    /// `train_idx` in runs of consecutive units of a text (so that most
+    /// units' previous units share their batch), the runs in a seeded order.
+    fn shuffled_runs(&self, train_idx: &[usize], rng: &mut SplitMix64) -> Vec<usize> {
+        const RUN: usize = 4;
+        let mut runs: Vec<Vec<usize>> = Vec::new();
+        for &i in train_idx {
+            match runs.last_mut() {
+                Some(run)
+                    if run.len() < RUN
+                        && run.last().is_some_and(|&l| self.previous[i] == Some(l)) =>
+                {
+                    run.push(i)
+                }
+                _ => runs.push(vec![i]),
+            }
+        }
+        for k in (1..runs.len()).rev() {
+            runs.swap(k, rng.below(k + 1));
+        }
+        runs.concat()
+    }
+
     /// A sentence's vector as inference pools it ([`crate::encode::pooling`]),
     /// and its norm before normalizing.
     fn pool(&self, states: &[f32], start: usize, len: usize) -> (Vec<f32>, f32) {
@@ -565,6 +667,30 @@ impl<'a> Run<'a> {
             p.value = v;
         }
     }
+}
+
+/// Where each example's previous unit is among `inputs` (the examples'
+/// preprocessed texts): the example before it when that is its previous
+/// unit, else a context-only input appended here.
+fn previous_positions(
+    examples: &[&Example],
+    inputs: &mut Vec<String>,
+    pre: &Preprocessor,
+) -> Vec<Option<usize>> {
+    let mut appended: HashMap<String, usize> = HashMap::new();
+    (0..examples.len())
+        .map(|i| {
+            let text = examples[i].previous.as_deref()?;
+            let before = i.checked_sub(1).map(|j| examples[j]);
+            if before.is_some_and(|b| b.doc == examples[i].doc && b.text == text) {
+                return Some(i - 1);
+            }
+            Some(*appended.entry(text.to_string()).or_insert_with(|| {
+                inputs.push(pre.apply(text));
+                inputs.len() - 1
+            }))
+        })
+        .collect()
 }
 
 /// Save a fine-tuned head: `head.*` plus the override file, all atomically.

@@ -140,6 +140,7 @@ pub fn tiny_head() -> Head {
                 embedding_dim: HIDDEN,
                 cues: false,
                 context: false,
+                context_embedding: false,
             },
             hidden: None,
             encoder_override: None,
