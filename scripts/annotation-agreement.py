@@ -10,7 +10,7 @@ then the most frequent disagreements. Checks that every disagreement has an
 adjudicated line in adjudicated.tsv and that labels/NAME.tsv carries the
 agreed or adjudicated label.
 """
-import collections, glob, os, sys
+import collections, glob, os, re, sys
 
 LABELS = ["report", "quotation", "endorsement", "opinion"]
 
@@ -41,7 +41,7 @@ def main():
             bad += 1
             continue
         for a, b, f in zip(a_rows, b_rows, final):
-            groups[name[0]].append((a[1], b[1]))
+            groups[re.match(r"[a-z]*", name).group()].append((a[1], b[1]))
             groups["all"].append((a[1], b[1]))
             if a[1] == b[1]:
                 want = a[1]
