@@ -23,6 +23,14 @@ pub struct Example {
     pub alt: Option<Label>,
 }
 
+impl Example {
+    /// Whether `before` is this example's previous unit (same text, and the
+    /// unit `previous` names).
+    pub fn follows(&self, before: &Example) -> bool {
+        self.doc == before.doc && self.previous.as_deref() == Some(before.text.as_str())
+    }
+}
+
 /// Refuse held-out evaluation data, however the path is spelled.
 pub fn check_not_eval_fixture(path: &Path) -> Result<()> {
     let full = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());

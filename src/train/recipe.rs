@@ -157,14 +157,6 @@ pub fn count_texts(examples: &[Example], idx: &[usize]) -> usize {
     docs.len()
 }
 
-/// The index of the example just before `examples[i]` in its text, when
-/// that is the unit `examples[i].previous` names.
-pub fn preceding_example(examples: &[Example], i: usize) -> Option<usize> {
-    let j = i.checked_sub(1)?;
-    let (e, before) = (&examples[i], &examples[j]);
-    (e.doc == before.doc && e.previous.as_deref() == Some(before.text.as_str())).then_some(j)
-}
-
 fn pick(examples: &[Example], idx: &[usize]) -> Vec<Example> {
     idx.iter().map(|&i| examples[i].clone()).collect()
 }
@@ -229,7 +221,10 @@ pub fn train_frozen(
         .zip(examples)
         .enumerate()
         .map(|(i, (v, e))| {
-            let previous_vector = preceding_example(examples, i).map(|j| vectors[j].as_slice());
+            let previous_vector = i
+                .checked_sub(1)
+                .filter(|&j| e.follows(&examples[j]))
+                .map(|j| vectors[j].as_slice());
             features(
                 v,
                 &e.text,

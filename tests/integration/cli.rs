@@ -459,6 +459,46 @@ fn train_a_head_on_the_tiny_model() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// A frozen head can read the previous unit's vector too: `head.json` says
+/// so, the head has room for it, and `classify` feeds it.
+#[test]
+fn frozen_head_with_context_embedding() {
+    let (tmp, dir) = crate::common::tiny_model_dir();
+    let out = tmp.path().join("context");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
+        .args(["train", "--model", dir.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--context-embedding"])
+        .args(["--dev-fraction", "0", "--epochs", "20"])
+        .args(["--data", "eval/train/gold/a01.gold.jsonl"])
+        .env("MAWQIF_CACHE", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("head.json")).unwrap()).unwrap();
+    let features = &json["features"];
+    assert_eq!(features["context_embedding"], true, "{json}");
+    let head = mawqif::head::Head::load(&out).unwrap();
+    let dim = features["embedding_dim"].as_u64().unwrap() as usize;
+    assert!(
+        head.feature_mean.len() > 2 * dim,
+        "{}",
+        head.feature_mean.len()
+    );
+    let o = mawqif(&[
+        "classify",
+        "--model",
+        dir.to_str().unwrap(),
+        "--head",
+        out.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "eval/fixtures/article.txt",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 49);
+}
+
 #[test]
 fn cross_validation_by_text_frozen_and_fine_tuned() {
     let (tmp, dir) = crate::common::tiny_model_dir();

@@ -7,16 +7,19 @@ use mawqif::train::finetune::{fine_tune, save, FineTuneOptions, ENCODER_OVERRIDE
 use mawqif::train::load_examples;
 use mawqif::{Classifier, Embedder, Engine, LoadOptions, RunOptions};
 
-#[test]
-fn fine_tune_stores_only_what_changed_and_inference_computes_the_same() {
-    let (tmp, dir) = crate::common::tiny_model_dir();
-    let examples = load_examples(&[
+/// Two training texts, in order.
+fn two_texts() -> Vec<mawqif::train::Example> {
+    load_examples(&[
         "eval/train/gold/a01.gold.jsonl".into(),
         "eval/train/gold/b02.gold.jsonl".into(),
     ])
-    .unwrap();
-    let (train, dev) = examples.split_at(examples.len() - 10);
-    let options = FineTuneOptions {
+    .unwrap()
+}
+
+/// One layer, three epochs, a high learning rate: enough for the tiny BERT
+/// to move in well under a second.
+fn quick_options() -> FineTuneOptions {
+    FineTuneOptions {
         layers: 1,
         max_epochs: 3,
         patience: 5,
@@ -24,7 +27,15 @@ fn fine_tune_stores_only_what_changed_and_inference_computes_the_same() {
         rank: 4,
         precision: Precision::F32,
         ..FineTuneOptions::default()
-    };
+    }
+}
+
+#[test]
+fn fine_tune_stores_only_what_changed_and_inference_computes_the_same() {
+    let (tmp, dir) = crate::common::tiny_model_dir();
+    let examples = two_texts();
+    let (train, dev) = examples.split_at(examples.len() - 10);
+    let options = quick_options();
     let mut epochs = 0;
     let tuned = fine_tune(&dir, train, &[], &options, |_| epochs += 1).unwrap();
     assert_eq!(epochs, 3, "without a dev split every epoch runs");
@@ -102,21 +113,11 @@ fn fine_tune_stores_only_what_changed_and_inference_computes_the_same() {
 #[test]
 fn context_embedding_trains_and_inference_reads_the_previous_unit() {
     let (tmp, dir) = crate::common::tiny_model_dir();
-    let examples = load_examples(&[
-        "eval/train/gold/a01.gold.jsonl".into(),
-        "eval/train/gold/b02.gold.jsonl".into(),
-    ])
-    .unwrap();
+    let examples = two_texts();
     let (train, dev) = examples.split_at(examples.len() - 10);
     let options = FineTuneOptions {
-        layers: 1,
-        max_epochs: 3,
-        patience: 5,
-        lr_encoder: 1e-2,
-        rank: 4,
-        precision: Precision::F32,
         context_embedding: true,
-        ..FineTuneOptions::default()
+        ..quick_options()
     };
     let tuned = fine_tune(&dir, train, dev, &options, |_| {}).unwrap();
     let spec = &tuned.head.spec.features;

@@ -681,8 +681,9 @@ fn previous_positions(
     (0..examples.len())
         .map(|i| {
             let text = examples[i].previous.as_deref()?;
-            let before = i.checked_sub(1).map(|j| examples[j]);
-            if before.is_some_and(|b| b.doc == examples[i].doc && b.text == text) {
+            if i.checked_sub(1)
+                .is_some_and(|j| examples[i].follows(examples[j]))
+            {
                 return Some(i - 1);
             }
             Some(*appended.entry(text.to_string()).or_insert_with(|| {
