@@ -49,11 +49,27 @@ import json, os, sys
 d = json.load(open(os.path.join(sys.argv[1], "head.json")))
 t = d.get("training", {})
 kind = "fine-tuned encoder (LoRA + biases + norms, merged at load) + softmax head" if d.get("encoder_override") else "frozen encoder + softmax head"
+runs = t.get("average_of")
+if runs:
+    # An average of runs (`mawqif average-heads`): its provenance is theirs.
+    seeds = ", ".join(str(r.get("run_seed", r.get("seed"))) for r in runs)
+    kind = f"the weight average of {len(runs)} runs (run seeds {seeds}) of a {kind}"
+    dev = t.get("dev", {})
+    t = dict(runs[0])
+    t.pop("seconds", None)
+    t["all_runs_seconds"] = sum(r.get("seconds", 0) for r in runs)
+    if dev:
+        t["dev_note"] = (f"dev macro-F1 {dev['macro_f1']:.3f} on {dev['sentences']} sentences, "
+                         f"runs {', '.join(f'{v:.3f}' for v in dev['runs_macro_f1'])}")
 size = sum(os.path.getsize(os.path.join(sys.argv[1], f)) for f in os.listdir(sys.argv[1]))
 parts = [kind, "cue features" if d["features"].get("cues") else "no cue features",
          f"{t.get('sentences', '?')} training sentences", (f"{size / 1e6:.1f} MB on disk" if size > 1e6 else f"{size / 1e3:.0f} KB on disk")]
 if "seconds" in t:
     parts.append(f"trained in {t['seconds'] / 60:.1f} min")
+if "all_runs_seconds" in t:
+    parts.append(f"trained in {t['all_runs_seconds'] / 60:.1f} min, all runs together")
+if "dev_note" in t:
+    parts.append(t["dev_note"])
 cv = t.get("cv_by_text")
 if cv:
     parts.append(f"{cv['folds']}-fold CV by text: macro-F1 {cv['macro_f1_mean']:.3f} ± {cv['macro_f1_std']:.3f}")

@@ -89,6 +89,9 @@ pub enum MawqifError {
     #[error("no training sentences")]
     NoTrainingData,
 
+    #[error("cannot average these runs: {0}")]
+    RunsNotAveragable(String),
+
     #[error("feature rows must have length {expected}, found {found}")]
     FeatureLength { expected: usize, found: usize },
 

@@ -68,6 +68,8 @@ mawqif classify --model DIR --head HEAD_DIR article.txt")]
     Eval(cli::eval::EvalArgs),
     /// Train a classifier head on labelled sentences
     Train(cli::train::TrainArgs),
+    /// Average fine-tuned runs that differ only in their seed into one head
+    AverageHeads(cli::average::AverageArgs),
     /// Download an encoder from the Hugging Face hub into the shared cache
     Download(cli::hub::DownloadArgs),
     /// List the known encoders (models/registry.toml) and which are cached
@@ -93,6 +95,7 @@ fn main() {
         Command::ImportE5s1 { file, out } => cli::import::import_e5s1(&file, &out),
         Command::Eval(args) => cli::eval::run(&ctx, args),
         Command::Train(args) => cli::train::run(&ctx, args),
+        Command::AverageHeads(args) => cli::average::run(&ctx, args),
         Command::Download(args) => cli::hub::download(&ctx, args),
         Command::Models(args) => cli::hub::models(&ctx, args),
         Command::Bench(args) => cli::bench::run(&ctx, args),

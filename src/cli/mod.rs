@@ -1,6 +1,7 @@
 //! The command-line front: argument parsing, the environment, progress bars
 //! and the thread pool. Everything else is the library's.
 
+pub mod average;
 pub mod bench;
 pub mod classify;
 pub mod eval;

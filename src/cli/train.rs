@@ -71,6 +71,11 @@ pub struct TrainArgs {
     /// Seed of the split, the folds and the initialisation
     #[arg(long, default_value_t = 13)]
     seed: u64,
+    /// Under --fine-tune: seed of the initialisation and example order only,
+    /// --seed still choosing the split (runs that differ only here can be
+    /// combined by `mawqif average-heads`)
+    #[arg(long)]
+    run_seed: Option<u64>,
     /// Share of texts held out as the dev split (0 trains on everything)
     #[arg(long, default_value_t = 0.2)]
     dev_fraction: f64,
@@ -189,6 +194,9 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
     }
     if args.cv_by_text.is_some_and(|k| k < 2) {
         bail!("--cv-by-text needs K >= 2");
+    }
+    if args.run_seed.is_some() && !args.fine_tune {
+        bail!("--run-seed applies to --fine-tune only (a frozen head's --seed sets everything)");
     }
     let examples = load_examples(&args.data)?;
     if examples.is_empty() {
@@ -354,6 +362,7 @@ fn run_fine_tune(
         cv_folds: args.cv_by_text,
         load: ctx.load_options(),
         scratch: std::env::temp_dir().join(format!("mawqif-cv-{}", std::process::id())),
+        run_seed: args.run_seed,
     };
     let trained = train_fine_tuned(model, examples, &args.data, &training, &args.out, console)?;
     let printed = print_results(examples, &trained, ", fine-tuned");

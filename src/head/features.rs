@@ -35,6 +35,16 @@ fn is_false(b: &bool) -> bool {
 pub const CONTEXT_FEATURES: usize = cues::CUE_FEATURES.len() + 1;
 
 impl FeatureSpec {
+    /// The pooled vector alone: no cues, no context.
+    pub fn plain(embedding_dim: usize) -> Self {
+        Self {
+            embedding_dim,
+            cues: false,
+            context: false,
+            context_embedding: false,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.embedding_dim
             + if self.cues {

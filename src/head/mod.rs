@@ -48,6 +48,43 @@ pub struct HeadSpec {
 
 pub const HEAD_FORMAT: &str = "mawqif-head/1";
 
+impl HeadSpec {
+    /// The spec of a head not yet trained: no encoder override, no provenance.
+    pub fn new(
+        labels: LabelSet,
+        encoder_id: &str,
+        encoder_revision: &str,
+        pooling: Pooling,
+        features: FeatureSpec,
+        hidden: Option<usize>,
+    ) -> Self {
+        Self {
+            format: HEAD_FORMAT.into(),
+            labels,
+            encoder_id: encoder_id.into(),
+            encoder_revision: encoder_revision.into(),
+            pooling,
+            features,
+            hidden,
+            encoder_override: None,
+            training: serde_json::Value::Null,
+        }
+    }
+
+    /// A linear head over `embedding_dim` vector features, without cues.
+    #[cfg(test)]
+    pub(crate) fn for_tests(labels: LabelSet, embedding_dim: usize) -> Self {
+        Self::new(
+            labels,
+            "test",
+            "r",
+            Pooling::Mean,
+            FeatureSpec::plain(embedding_dim),
+            None,
+        )
+    }
+}
+
 /// A linear or one-hidden-layer classifier over standardized features.
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -286,22 +323,7 @@ mod tests {
     #[test]
     fn head_save_load_predict() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = HeadSpec {
-            format: HEAD_FORMAT.into(),
-            labels: LabelSet::stance(),
-            encoder_id: "test".into(),
-            encoder_revision: "r".into(),
-            pooling: Pooling::Mean,
-            features: FeatureSpec {
-                embedding_dim: 2,
-                cues: false,
-                context: false,
-                context_embedding: false,
-            },
-            hidden: None,
-            encoder_override: None,
-            training: serde_json::Value::Null,
-        };
+        let spec = HeadSpec::for_tests(LabelSet::stance(), 2);
         let head = Head {
             spec,
             feature_mean: vec![0.0, 0.0],
@@ -340,22 +362,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let labels = LabelSet::parse("OBJ,SUBJ").unwrap();
         let head = Head {
-            spec: HeadSpec {
-                format: HEAD_FORMAT.into(),
-                labels: labels.clone(),
-                encoder_id: "test".into(),
-                encoder_revision: "r".into(),
-                pooling: Pooling::Mean,
-                features: FeatureSpec {
-                    embedding_dim: 1,
-                    cues: false,
-                    context: false,
-                    context_embedding: false,
-                },
-                hidden: None,
-                encoder_override: None,
-                training: serde_json::Value::Null,
-            },
+            spec: HeadSpec::for_tests(labels.clone(), 1),
             feature_mean: vec![0.0],
             feature_scale: vec![1.0],
             layers: vec![(vec![-1., 1.], vec![0.; 2])],

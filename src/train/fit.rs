@@ -8,7 +8,7 @@
 use ndarray::{Array1, Array2, Axis};
 
 use crate::error::{MawqifError, Result};
-use crate::head::{FeatureSpec, Head, HeadSpec, HEAD_FORMAT};
+use crate::head::{FeatureSpec, Head, HeadSpec};
 use crate::label::{Label, LabelSet};
 use crate::model::Pooling;
 use crate::rng::SplitMix64;
@@ -242,20 +242,18 @@ pub fn head_spec(
     features: FeatureSpec,
     kind: HeadKind,
 ) -> HeadSpec {
-    HeadSpec {
-        format: HEAD_FORMAT.into(),
+    let hidden = match kind {
+        HeadKind::Softmax => None,
+        HeadKind::Mlp { hidden } => Some(hidden),
+    };
+    HeadSpec::new(
         labels,
-        encoder_id: encoder_id.into(),
-        encoder_revision: encoder_revision.into(),
+        encoder_id,
+        encoder_revision,
         pooling,
         features,
-        hidden: match kind {
-            HeadKind::Softmax => None,
-            HeadKind::Mlp { hidden } => Some(hidden),
-        },
-        encoder_override: None,
-        training: serde_json::Value::Null,
-    }
+        hidden,
+    )
 }
 
 #[cfg(test)]

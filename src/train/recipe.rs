@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::classifier::{Classifier, LoadOptions};
-use crate::encode::{Embedder, RunOptions};
-use crate::error::Result;
+use crate::encode::{Embedder, Engine, RunOptions};
+use crate::error::{MawqifError, Result};
 use crate::eval::{GoldItem, Matched, Prediction, SystemReport, BOOTSTRAP_SEED};
 use crate::head::{features, FeatureSpec, Head};
 use crate::label::{Label, LabelSet, Scores};
 use crate::model::ModelDir;
 
+use super::average::{average_runs, TrainedRun};
 use super::cache::embed_with_cache;
 use super::data::{folds_by_doc, label_set, split_by_doc, Example};
 use super::finetune::{fine_tune, save, EpochReport, FineTuneOptions, FineTuned};
@@ -297,6 +298,39 @@ pub fn train_frozen(
     })
 }
 
+/// Scoring a saved head through the inference path, as `classify` runs it.
+pub struct SavedHeadScoring<'a> {
+    pub model_dir: &'a Path,
+    pub engine: Engine,
+    pub batch_size: usize,
+}
+
+impl SavedHeadScoring<'_> {
+    /// The report of the head in `head_dir` on examples `idx`.
+    pub fn score(
+        &self,
+        head_dir: &Path,
+        name: &str,
+        labels: &LabelSet,
+        examples: &[Example],
+        idx: &[usize],
+    ) -> Result<SystemReport> {
+        let dir = ModelDir::open(self.model_dir)?;
+        let classifier = Classifier::with_head(&dir, head_dir, self.engine)?;
+        let texts: Vec<&str> = idx.iter().map(|&i| examples[i].text.as_str()).collect();
+        let previous: Vec<Option<&str>> = idx
+            .iter()
+            .map(|&i| examples[i].previous.as_deref())
+            .collect();
+        let options = RunOptions {
+            batch_size: self.batch_size.max(1),
+            allow_long: true,
+        };
+        let result = classifier.classify_units(&texts, &previous, &options, |_| {})?;
+        Ok(score_examples(name, labels, examples, idx, result.scores))
+    }
+}
+
 /// An encoder fine-tuned with its head.
 #[derive(Debug, Clone)]
 pub struct FineTuneTraining {
@@ -307,6 +341,11 @@ pub struct FineTuneTraining {
     pub load: LoadOptions,
     /// Scratch space for the folds' models.
     pub scratch: PathBuf,
+    /// Seed of the initialisation and example order when it differs from
+    /// `options.seed`, which then only chooses the dev split and the folds:
+    /// runs on one split that differ only here can be averaged
+    /// (`mawqif average-heads`).
+    pub run_seed: Option<u64>,
 }
 
 /// Fine-tune on `examples` and save the head and changed layers into `out`;
@@ -322,21 +361,26 @@ pub fn train_fine_tuned(
     let started = std::time::Instant::now();
     // One label set for every fold and the final model.
     let labels = label_set(examples, training.options.labels.as_ref())?;
+    let split_seed = training.options.seed;
     let options = FineTuneOptions {
         labels: Some(labels.clone()),
+        seed: training.run_seed.unwrap_or(split_seed),
         ..training.options.clone()
     };
     let o = &options;
     let mut info = serde_json::json!({
         "data": data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "sentences": examples.len(),
-        "seed": o.seed,
+        "seed": split_seed,
         "fine_tune_layers": o.layers,
         "lr_encoder": o.lr_encoder,
         "lr_head": o.lr_head,
         "weight_decay": o.weight_decay,
         "dev_fraction": training.dev_fraction,
     });
+    if let Some(run_seed) = training.run_seed {
+        info["run_seed"] = serde_json::json!(run_seed);
+    }
     let tune = |train: &[Example],
                 dev: &[Example],
                 observer: &mut dyn TrainObserver|
@@ -344,36 +388,30 @@ pub fn train_fine_tuned(
         fine_tune(model_dir, train, dev, o, |r| observer.epoch_done(r))
     };
     let score_saved = |head_dir: &Path, idx: &[usize]| -> Result<SystemReport> {
-        let dir = ModelDir::open(model_dir)?;
-        let classifier = Classifier::with_head(&dir, head_dir, training.load.engine)?;
-        let texts: Vec<&str> = idx.iter().map(|&i| examples[i].text.as_str()).collect();
-        let previous: Vec<Option<&str>> = idx
-            .iter()
-            .map(|&i| examples[i].previous.as_deref())
-            .collect();
-        let options = RunOptions {
-            batch_size: o.batch_size.max(1),
-            allow_long: true,
+        let scoring = SavedHeadScoring {
+            model_dir,
+            engine: training.load.engine,
+            batch_size: o.batch_size,
         };
-        let result = classifier.classify_units(&texts, &previous, &options, |_| {})?;
-        Ok(score_examples("dev", &labels, examples, idx, result.scores))
+        scoring.score(head_dir, "dev", &labels, examples, idx)
     };
     let cv = match training.cv_folds {
         Some(k) => {
             let scratch = &training.scratch;
-            let result = cross_validate(examples, k, o.seed, observer, |rest, test, observer| {
-                // Early stopping uses texts from the training folds only.
-                let rest_ex = pick(examples, rest);
-                let (tr, dv) = split_by_doc(&rest_ex, 0.2, o.seed);
-                observer.note(&format!(
-                    "fine-tuning on {} sentences, early stopping on {}",
-                    tr.len(),
-                    dv.len()
-                ));
-                let tuned = tune(&pick(&rest_ex, &tr), &pick(&rest_ex, &dv), observer)?;
-                save(&tuned, scratch)?;
-                Ok((score_saved(scratch, test)?, Some(tuned.best_epoch)))
-            });
+            let result =
+                cross_validate(examples, k, split_seed, observer, |rest, test, observer| {
+                    // Early stopping uses texts from the training folds only.
+                    let rest_ex = pick(examples, rest);
+                    let (tr, dv) = split_by_doc(&rest_ex, 0.2, split_seed);
+                    observer.note(&format!(
+                        "fine-tuning on {} sentences, early stopping on {}",
+                        tr.len(),
+                        dv.len()
+                    ));
+                    let tuned = tune(&pick(&rest_ex, &tr), &pick(&rest_ex, &dv), observer)?;
+                    save(&tuned, scratch)?;
+                    Ok((score_saved(scratch, test)?, Some(tuned.best_epoch)))
+                });
             let _ = std::fs::remove_dir_all(scratch);
             let summary = result?;
             info["cv_by_text"] = summary.to_json();
@@ -381,7 +419,7 @@ pub fn train_fine_tuned(
         }
         None => None,
     };
-    let (train_idx, dev_idx) = split_by_doc(examples, training.dev_fraction, o.seed);
+    let (train_idx, dev_idx) = split_by_doc(examples, training.dev_fraction, split_seed);
     observer.note(&format!(
         "fine-tuning {} layers on {} sentences ({} for early stopping)",
         o.layers,
@@ -409,4 +447,129 @@ pub fn train_fine_tuned(
         dev,
         cv,
     })
+}
+
+/// Runs averaged into one model, and how each did on their shared dev split.
+pub struct AveragedRuns {
+    pub head: Head,
+    pub dev: Option<DevComparison>,
+}
+
+/// Dev reports of each run and of their average, on the same texts.
+pub struct DevComparison {
+    pub sentences: usize,
+    pub runs: Vec<SystemReport>,
+    pub average: SystemReport,
+}
+
+/// Average the saved runs in `run_dirs` (see [`super::average`]) and save
+/// the result into `out`. With `examples` (the runs' training data), also
+/// score every run and the average, through the inference path, on the dev
+/// split the runs recorded (`seed`, `dev_fraction`), which none of them
+/// trained on.
+pub fn average_saved_runs(
+    run_dirs: &[PathBuf],
+    examples: Option<&[Example]>,
+    scoring: &SavedHeadScoring,
+    out: &Path,
+    observer: &mut dyn TrainObserver,
+) -> Result<AveragedRuns> {
+    let runs = run_dirs
+        .iter()
+        .map(|d| TrainedRun::load(d))
+        .collect::<Result<Vec<_>>>()?;
+    let split = match examples {
+        Some(examples) => Some((examples, recorded_dev_split(&runs, examples)?)),
+        None => None,
+    };
+    let training = serde_json::json!({
+        "average_of": runs.iter().map(|r| r.head.spec.training.clone()).collect::<Vec<_>>(),
+        "runs": runs.len(),
+    });
+    let mut averaged = average_runs(&runs, training)?;
+    let dev = match split {
+        Some((examples, dev_idx)) => {
+            let labels = averaged.head.spec.labels.clone();
+            let mut reports = Vec::new();
+            for (k, dir) in run_dirs.iter().enumerate() {
+                observer.note(&format!(
+                    "scoring run {} ({}) on the {} dev sentences",
+                    k + 1,
+                    dir.display(),
+                    dev_idx.len()
+                ));
+                let name = format!("run {}", k + 1);
+                reports.push(scoring.score(dir, &name, &labels, examples, &dev_idx)?);
+            }
+            averaged.save(out)?;
+            observer.note("scoring the average");
+            let average = scoring.score(out, "average", &labels, examples, &dev_idx)?;
+            let m = &average.metrics;
+            averaged.head.spec.training["dev"] = serde_json::json!({
+                "sentences": dev_idx.len(),
+                "accuracy": m.accuracy.value,
+                "macro_f1": m.macro_f1.value,
+                "runs_macro_f1": reports.iter().map(|r| r.metrics.macro_f1.value).collect::<Vec<_>>(),
+            });
+            Some(DevComparison {
+                sentences: dev_idx.len(),
+                runs: reports,
+                average,
+            })
+        }
+        None => None,
+    };
+    // Again with the dev scores in head.json (the tensors are unchanged).
+    averaged.save(out)?;
+    Ok(AveragedRuns {
+        head: averaged.head,
+        dev,
+    })
+}
+
+/// The dev split every run recorded in its `head.json` (the same `seed`,
+/// `dev_fraction` and sentence count), recomputed on `examples`.
+fn recorded_dev_split(runs: &[TrainedRun], examples: &[Example]) -> Result<Vec<usize>> {
+    let recorded = |run: &TrainedRun| {
+        let t = &run.head.spec.training;
+        (
+            t["seed"].as_u64(),
+            t["dev_fraction"].as_f64(),
+            t["sentences"].as_u64(),
+        )
+    };
+    let first = recorded(&runs[0]);
+    let (Some(seed), Some(fraction), Some(sentences)) = first else {
+        return Err(MawqifError::RunsNotAveragable(
+            "run 1's head.json does not record its seed, dev_fraction and sentences, so its \
+             dev split cannot be rebuilt; leave out --data"
+                .into(),
+        ));
+    };
+    if let Some(k) = runs.iter().position(|r| recorded(r) != first) {
+        return Err(MawqifError::RunsNotAveragable(format!(
+            "run {} was trained with another seed, dev fraction or data size than run 1, so \
+             the runs share no dev split",
+            k + 1
+        )));
+    }
+    if sentences != examples.len() as u64 {
+        return Err(MawqifError::RunsNotAveragable(format!(
+            "the runs were trained on {sentences} sentences but --data has {}; give the data \
+             they were trained on",
+            examples.len()
+        )));
+    }
+    if fraction <= 0.0 {
+        return Err(MawqifError::RunsNotAveragable(
+            "the runs held out no dev split (--dev-fraction 0); leave out --data".into(),
+        ));
+    }
+    let dev = split_by_doc(examples, fraction, seed).1;
+    if dev.is_empty() {
+        return Err(MawqifError::RunsNotAveragable(
+            "the runs' dev split holds no text of --data; leave out --data".into(),
+        ));
+    }
+    Ok(dev)
 }

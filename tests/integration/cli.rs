@@ -499,6 +499,75 @@ fn frozen_head_with_context_embedding() {
     assert_eq!(stdout(&o).lines().count(), 49);
 }
 
+/// Two fine-tuned runs that differ only in --run-seed average into one head
+/// that `classify` uses; a lone run or --run-seed without --fine-tune is a
+/// clear error.
+#[test]
+fn average_heads_of_two_runs() {
+    let (tmp, dir) = crate::common::tiny_model_dir();
+    let data = [
+        "--data",
+        "eval/train/gold/a01.gold.jsonl",
+        "--data",
+        "eval/train/gold/b02.gold.jsonl",
+    ];
+    let train = |extra: &[&str], out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
+            .args(["train", "--model", dir.to_str().unwrap()])
+            .args(["--out", tmp.path().join(out).to_str().unwrap()])
+            .args(["--dev-fraction", "0.5"])
+            .args(data)
+            .args(extra)
+            .env("MAWQIF_CACHE", tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let o = train(&["--run-seed", "3"], "frozen");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--fine-tune only"), "{}", stderr(&o));
+    let tuned = [
+        "--fine-tune",
+        "--fine-tune-layers",
+        "1",
+        "--fine-tune-epochs",
+        "1",
+    ];
+    for seed in ["1", "2"] {
+        let o = train(&[&tuned[..], &["--run-seed", seed]].concat(), seed);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let run_dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (one, two, avg) = (run_dir("1"), run_dir("2"), run_dir("avg"));
+    let o = mawqif(
+        &[
+            &["average-heads", &one, &two, "--out", &avg, "--model"][..],
+            &[dir.to_str().unwrap()],
+            &data[..],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains("dev split") && table.contains("average"),
+        "{table}"
+    );
+    let o = mawqif(&[
+        "classify",
+        "--model",
+        dir.to_str().unwrap(),
+        "--head",
+        &avg,
+        "--format",
+        "jsonl",
+        "eval/fixtures/article.txt",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 49);
+    let o = mawqif(&["average-heads", &one, "--out", &run_dir("lone")]);
+    assert!(!o.status.success());
+}
+
 #[test]
 fn cross_validation_by_text_frozen_and_fine_tuned() {
     let (tmp, dir) = crate::common::tiny_model_dir();

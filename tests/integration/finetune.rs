@@ -1,10 +1,14 @@
 //! Fine-tuning the tiny BERT: only what changed is stored, and the
 //! inference path (updates merged into the weights at load) computes what
-//! the trainer computed.
+//! the trainer computed; runs that differ only in their seed average into
+//! one head.
 
 use mawqif::encode::fast::Precision;
 use mawqif::train::finetune::{fine_tune, save, FineTuneOptions, ENCODER_OVERRIDE_FILE};
-use mawqif::train::load_examples;
+use mawqif::train::recipe::Quiet;
+use mawqif::train::{
+    average_saved_runs, load_examples, train_fine_tuned, FineTuneTraining, SavedHeadScoring,
+};
 use mawqif::{Classifier, Embedder, Engine, LoadOptions, RunOptions};
 
 /// Two training texts, in order.
@@ -183,4 +187,95 @@ fn context_embedding_trains_and_inference_reads_the_previous_unit() {
             .any(|(a, b)| !close(a, b, 1e-6)),
         "the previous unit did not change any score"
     );
+}
+
+/// Two runs on one split that differ only in their run seed: averaging a run
+/// with itself changes nothing, the average of two differs from both, and
+/// each run and the average are scored on the split's dev texts.
+#[test]
+fn runs_of_one_split_average_into_one_head() {
+    let (tmp, dir) = crate::common::tiny_model_dir();
+    let examples = two_texts();
+    let data = vec![std::path::PathBuf::from("eval/train/gold")];
+    let f32_engine = Engine::Fast(Precision::F32);
+    let load = LoadOptions {
+        engine: f32_engine,
+        ..LoadOptions::default()
+    };
+    let run = |run_seed: u64| {
+        let out = tmp.path().join(format!("run{run_seed}"));
+        let training = FineTuneTraining {
+            options: quick_options(),
+            dev_fraction: 0.5,
+            cv_folds: None,
+            load: load.clone(),
+            scratch: tmp.path().join("scratch"),
+            run_seed: Some(run_seed),
+        };
+        train_fine_tuned(&dir, &examples, &data, &training, &out, &mut Quiet).unwrap();
+        out
+    };
+    let (a, b) = (run(13), run(14));
+    let json = std::fs::read_to_string(a.join("head.json")).unwrap();
+    assert!(json.contains("\"run_seed\": 13"), "{json}");
+
+    let scoring = SavedHeadScoring {
+        model_dir: &dir,
+        engine: f32_engine,
+        batch_size: 8,
+    };
+    let scores_of = |head_dir: &std::path::Path| {
+        let classifier = Classifier::load_neural(&dir, Some(head_dir), &load).unwrap();
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let previous: Vec<Option<&str>> = examples.iter().map(|e| e.previous.as_deref()).collect();
+        classifier
+            .classify_units(&texts, &previous, &RunOptions::default(), |_| {})
+            .unwrap()
+            .scores
+    };
+    let max_gap = |x: &[mawqif::label::Scores], y: &[mawqif::label::Scores]| {
+        x.iter()
+            .zip(y)
+            .flat_map(|(p, q)| {
+                p.probabilities()
+                    .iter()
+                    .zip(q.probabilities())
+                    .map(|(u, v)| (u - v).abs())
+                    .collect::<Vec<_>>()
+            })
+            .fold(0.0f32, f32::max)
+    };
+
+    let same = tmp.path().join("same");
+    average_saved_runs(&[a.clone(), a.clone()], None, &scoring, &same, &mut Quiet).unwrap();
+    assert!(max_gap(&scores_of(&a), &scores_of(&same)) < 1e-3);
+
+    let both = tmp.path().join("both");
+    let averaged = average_saved_runs(
+        &[a.clone(), b.clone()],
+        Some(&examples),
+        &scoring,
+        &both,
+        &mut Quiet,
+    )
+    .unwrap();
+    let dev = averaged.dev.expect("dev reports");
+    assert_eq!(dev.runs.len(), 2);
+    assert!(dev.sentences > 0 && dev.sentences < examples.len());
+    let averaged_scores = scores_of(&both);
+    assert!(max_gap(&scores_of(&a), &averaged_scores) > 1e-4);
+    assert!(max_gap(&scores_of(&b), &averaged_scores) > 1e-4);
+    let json = std::fs::read_to_string(both.join("head.json")).unwrap();
+    assert!(
+        json.contains("\"average_of\"") && json.contains("\"runs_macro_f1\""),
+        "{json}"
+    );
+
+    // Runs trained on other data share no dev split.
+    let fewer = &examples[..examples.len() - 3];
+    let Err(err) = average_saved_runs(&[a, b], Some(fewer), &scoring, &both, &mut Quiet) else {
+        panic!("runs of other data were averaged");
+    };
+    let err = err.to_string();
+    assert!(err.contains("sentences"), "{err}");
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
-use mawqif::head::{FeatureSpec, Head, HeadSpec, HEAD_FORMAT};
+use mawqif::head::{FeatureSpec, Head, HeadSpec};
 use mawqif::model::Pooling;
 use mawqif::rng::SplitMix64;
 
@@ -130,22 +130,14 @@ pub fn tiny_head() -> Head {
         .map(|_| (rng.unit() * 2.0 - 1.0) as f32)
         .collect();
     Head {
-        spec: HeadSpec {
-            format: HEAD_FORMAT.into(),
-            labels: mawqif::LabelSet::stance(),
-            encoder_id: "tiny".into(),
-            encoder_revision: "test".into(),
-            pooling: Pooling::Mean,
-            features: FeatureSpec {
-                embedding_dim: HIDDEN,
-                cues: false,
-                context: false,
-                context_embedding: false,
-            },
-            hidden: None,
-            encoder_override: None,
-            training: serde_json::Value::Null,
-        },
+        spec: HeadSpec::new(
+            mawqif::LabelSet::stance(),
+            "tiny",
+            "test",
+            Pooling::Mean,
+            FeatureSpec::plain(HIDDEN),
+            None,
+        ),
         feature_mean: vec![0.0; HIDDEN],
         feature_scale: vec![1.0; HIDDEN],
         layers: vec![(w, vec![0.0; 4])],
