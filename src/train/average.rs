@@ -80,11 +80,6 @@ pub fn average_runs(runs: &[TrainedRun], training: serde_json::Value) -> Result<
         w.iter_mut().chain(b.iter_mut()).for_each(|x| *x /= n);
     }
     head.spec.training = training;
-    if head.spec.encoder_override.is_none() {
-        head.spec.encoder_override = rest
-            .iter()
-            .find_map(|r| r.head.spec.encoder_override.clone());
-    }
 
     let mut overrides = HashMap::new();
     for (name, tensor) in &first.overrides {

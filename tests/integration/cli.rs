@@ -23,6 +23,23 @@ fn assert_clean_failure(o: &std::process::Output, needle: &str) {
     assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
 }
 
+/// `classify --format jsonl` of the article fixture with `head` over the model in `dir`.
+fn classify_article_with_head(
+    dir: &std::path::Path,
+    head: &std::path::Path,
+) -> std::process::Output {
+    mawqif(&[
+        "classify",
+        "--model",
+        dir.to_str().unwrap(),
+        "--head",
+        head.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "eval/fixtures/article.txt",
+    ])
+}
+
 #[test]
 fn classify_jsonl_with_tiny_model() {
     let (_tmp, dir) = crate::common::tiny_model_dir();
@@ -446,16 +463,7 @@ fn train_a_head_on_the_tiny_model() {
         stderr(&o2)
     );
     assert_eq!(first, std::fs::read(out.join("head.safetensors")).unwrap());
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        dir.to_str().unwrap(),
-        "--head",
-        out.to_str().unwrap(),
-        "--format",
-        "jsonl",
-        "eval/fixtures/article.txt",
-    ]);
+    let o = classify_article_with_head(&dir, &out);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -485,16 +493,7 @@ fn frozen_head_with_context_embedding() {
         "{}",
         head.feature_mean.len()
     );
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        dir.to_str().unwrap(),
-        "--head",
-        out.to_str().unwrap(),
-        "--format",
-        "jsonl",
-        "eval/fixtures/article.txt",
-    ]);
+    let o = classify_article_with_head(&dir, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 49);
 }
@@ -552,16 +551,7 @@ fn average_heads_of_two_runs() {
         table.contains("dev split") && table.contains("average"),
         "{table}"
     );
-    let o = mawqif(&[
-        "classify",
-        "--model",
-        dir.to_str().unwrap(),
-        "--head",
-        &avg,
-        "--format",
-        "jsonl",
-        "eval/fixtures/article.txt",
-    ]);
+    let o = classify_article_with_head(&dir, std::path::Path::new(&avg));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 49);
     let o = mawqif(&["average-heads", &one, "--out", &run_dir("lone")]);
