@@ -84,10 +84,10 @@ pub(super) fn attend_row(
         }
     }
     let scores = &mut scores[..len];
-    let max = max_of(scores) * scale;
-    scores.iter_mut().for_each(|s| *s = exp(*s * scale - max));
-    let norm = 1.0 / sum(scores);
-    scores.iter_mut().for_each(|s| *s *= norm);
+    match simd {
+        Some(cpu) => cpu.run(|| softmax(scores, scale)),
+        None => softmax(scores, scale),
+    }
     match simd {
         Some(cpu) => kernels::weighted_rows_avx512(cpu, scores, v, stride, acc),
         None => {
@@ -99,6 +99,16 @@ pub(super) fn attend_row(
             }
         }
     }
+}
+
+/// `scores = softmax(scores · scale)`, in place. Always inlined, so that
+/// it vectorizes as wide as the caller is compiled for.
+#[inline(always)]
+fn softmax(scores: &mut [f32], scale: f32) {
+    let max = max_of(scores) * scale;
+    scores.iter_mut().for_each(|s| *s = exp(*s * scale - max));
+    let norm = 1.0 / sum(scores);
+    scores.iter_mut().for_each(|s| *s *= norm);
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
+use super::kernels::widest;
 use super::to_vec;
 
 /// f32 → bf16 bits, rounding to nearest even (as PyTorch and oneDNN do).
@@ -81,6 +82,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Largest element, with 16 lanes so that it vectorizes.
+#[inline(always)]
 pub(super) fn max_of(a: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 16];
     let chunks = a.len() / 16;
@@ -96,6 +98,7 @@ pub(super) fn max_of(a: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
+#[inline(always)]
 pub(super) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = a.len() / 16;
@@ -109,23 +112,25 @@ pub(super) fn sum(a: &[f32]) -> f32 {
 
 /// The feed-forward activation, in place.
 pub(super) fn activate(x: &mut [f32], act: HiddenAct) {
-    x.par_chunks_mut(4096).for_each(|chunk| match act {
-        HiddenAct::Gelu => {
-            for v in chunk {
-                *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    x.par_chunks_mut(4096).for_each(|chunk| {
+        widest(|| match act {
+            HiddenAct::Gelu => {
+                for v in chunk {
+                    *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+                }
             }
-        }
-        HiddenAct::GeluApproximate => {
-            for v in chunk {
-                let inner = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
-                *v = 0.5 * *v * (1.0 + inner.tanh());
+            HiddenAct::GeluApproximate => {
+                for v in chunk {
+                    let inner = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+                    *v = 0.5 * *v * (1.0 + inner.tanh());
+                }
             }
-        }
-        HiddenAct::Relu => {
-            for v in chunk {
-                *v = v.max(0.0);
+            HiddenAct::Relu => {
+                for v in chunk {
+                    *v = v.max(0.0);
+                }
             }
-        }
+        })
     });
 }
 
@@ -150,13 +155,16 @@ impl LayerNorm {
         x.par_chunks_mut(h)
             .zip(residual.par_chunks(h))
             .for_each(|(row, res)| {
-                for (v, r) in row.iter_mut().zip(res) {
-                    *v += r;
-                }
-                self.normalize_row(row);
+                widest(|| {
+                    for (v, r) in row.iter_mut().zip(res) {
+                        *v += r;
+                    }
+                    self.normalize_row(row);
+                })
             });
     }
 
+    #[inline(always)]
     pub(super) fn normalize_row(&self, row: &mut [f32]) {
         let h = row.len() as f32;
         let mean = sum(row) / h;
@@ -192,6 +200,35 @@ mod tests {
         ] {
             assert!((erf(x) - want).abs() < 2e-7, "erf({x})");
         }
+    }
+
+    #[test]
+    fn loops_compiled_for_avx512_give_the_same_bits() {
+        use crate::encode::fast::kernels::Avx512F;
+        use crate::encode::fast::linear::tests::numbers;
+        let Some(cpu) = Avx512F::detect() else {
+            crate::encode::fast::skip_without_bf16("AVX-512 compiled loops");
+            return;
+        };
+        // Odd length: the vector loops' tails are covered too.
+        let x: Vec<f32> = numbers(4099, 11).iter().map(|v| v * 9.0).collect();
+        let elementwise = |x: &[f32]| -> Vec<u32> {
+            x.iter()
+                .flat_map(|&v| [exp(v).to_bits(), erf(v).to_bits(), bf16_bits(v)])
+                .collect()
+        };
+        let norm = LayerNorm {
+            weight: numbers(384, 12),
+            bias: numbers(384, 13),
+            eps: 1e-12,
+        };
+        let normalized = |x: &[f32]| -> Vec<u32> {
+            let mut rows = x[..384 * 10].to_vec();
+            rows.chunks_mut(384).for_each(|r| norm.normalize_row(r));
+            rows.iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(cpu.run(|| elementwise(&x)), elementwise(&x));
+        assert_eq!(cpu.run(|| normalized(&x)), normalized(&x));
     }
 
     #[test]
