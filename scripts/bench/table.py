@@ -40,7 +40,7 @@ for model in sorted({m for m, _ in groups}):
               f"{fmt(med(rs, 'latency_p95_ms'))} | {fmt(med(rs, 'peak_rss_mb'), 0)} | {ratio} |")
 agree = [r for r in rows if "label_agreement" in r]
 for r in agree:
-    print(f"\nLabel agreement of mawqif ({r['system']}) with PyTorch f32 embeddings through the same head: "
+    print(f"\nLabel agreement of mawqif ({r['system']}) with PyTorch f32 embeddings through the same head (the frozen fallback: the default head carries an encoder update that PyTorch's base weights lack): "
           f"{100 * r['label_agreement']:.2f}% of {r['sentences']} sentences "
           f"({r['label_disagreements']} differ); embedding cosine min {r['cosine_min']:.5f}, "
           f"mean {r['cosine_mean']:.6f}.")
