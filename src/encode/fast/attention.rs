@@ -84,10 +84,7 @@ pub(super) fn attend_row(
         }
     }
     let scores = &mut scores[..len];
-    match simd {
-        Some(cpu) => cpu.run(|| softmax(scores, scale)),
-        None => softmax(scores, scale),
-    }
+    kernels::widest(simd, || softmax(scores, scale));
     match simd {
         Some(cpu) => kernels::weighted_rows_avx512(cpu, scores, v, stride, acc),
         None => {

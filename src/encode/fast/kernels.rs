@@ -37,9 +37,7 @@ impl Avx512Bf16 {
             None
         }
     }
-}
 
-impl Avx512Bf16 {
     /// AVX-512 BF16 comes with AVX-512F.
     pub(super) fn avx512f(self) -> Avx512F {
         Avx512F(())
@@ -61,9 +59,7 @@ impl Avx512F {
             None
         }
     }
-}
 
-impl Avx512F {
     /// Run `work` compiled for AVX-512F, so that the plain loops inlined
     /// into it (GELU, bf16 conversion, softmax, layer norm) vectorize 16
     /// lanes wide instead of the 4 of the x86-64 baseline. The arithmetic
@@ -86,10 +82,11 @@ impl Avx512F {
     }
 }
 
-/// `work` compiled for AVX-512F where the CPU has it, else as it is.
+/// `work` compiled for AVX-512F when `cpu` proves the CPU has it, else as
+/// it is. Callers detect once, outside their parallel loops.
 #[inline(always)]
-pub(super) fn widest<R>(work: impl FnOnce() -> R) -> R {
-    match Avx512F::detect() {
+pub(super) fn widest<R>(cpu: Option<Avx512F>, work: impl FnOnce() -> R) -> R {
+    match cpu {
         Some(cpu) => cpu.run(work),
         None => work(),
     }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
-use super::kernels::widest;
+use super::kernels::{widest, Avx512F};
 use super::to_vec;
 
 /// f32 → bf16 bits, rounding to nearest even (as PyTorch and oneDNN do).
@@ -112,8 +112,9 @@ pub(super) fn sum(a: &[f32]) -> f32 {
 
 /// The feed-forward activation, in place.
 pub(super) fn activate(x: &mut [f32], act: HiddenAct) {
+    let wide = Avx512F::detect();
     x.par_chunks_mut(4096).for_each(|chunk| {
-        widest(|| match act {
+        widest(wide, || match act {
             HiddenAct::Gelu => {
                 for v in chunk {
                     *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
@@ -152,10 +153,11 @@ impl LayerNorm {
     /// `x = LayerNorm(x + residual)`, row by row.
     pub(super) fn apply_residual(&self, x: &mut [f32], residual: &[f32]) {
         let h = self.weight.len();
+        let wide = Avx512F::detect();
         x.par_chunks_mut(h)
             .zip(residual.par_chunks(h))
             .for_each(|(row, res)| {
-                widest(|| {
+                widest(wide, || {
                     for (v, r) in row.iter_mut().zip(res) {
                         *v += r;
                     }
@@ -204,7 +206,6 @@ mod tests {
 
     #[test]
     fn loops_compiled_for_avx512_give_the_same_bits() {
-        use crate::encode::fast::kernels::Avx512F;
         use crate::encode::fast::linear::tests::numbers;
         let Some(cpu) = Avx512F::detect() else {
             crate::encode::fast::skip_without_bf16("AVX-512 compiled loops");

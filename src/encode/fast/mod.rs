@@ -229,8 +229,9 @@ impl FastBert {
             offsets.push((at, s.len()));
             at += s.len();
         }
+        let wide = kernels::Avx512F::detect();
         x.par_chunks_mut(h)
-            .for_each(|row| kernels::widest(|| self.embed_norm.normalize_row(row)));
+            .for_each(|row| kernels::widest(wide, || self.embed_norm.normalize_row(row)));
         for layer in &self.layers {
             x = self.layer_forward(layer, x, total, &offsets);
         }
