@@ -133,14 +133,18 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Poll `check` every 10 ms until it holds or `limit` passes.
+/// Poll `check` until it holds or `limit` passes. The pause doubles from
+/// 5 ms to 200 ms: checks that open a connection each time would otherwise
+/// load the server they watch on a busy machine.
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
     while Instant::now() < deadline {
         if check() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
     check()
 }
