@@ -91,8 +91,11 @@ pub struct ClassifyArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum FormatArg {
+    /// One JSON object per sentence, with every label's probability
     Jsonl,
+    /// file, index, start, end, label, score, text
     Tsv,
+    /// For people: label and p per sentence, `?` where p < 0.90 (check those by hand)
     Table,
     /// CLEF CheckThat! TSV: sentence_id, sentence, label
     Checkthat,
