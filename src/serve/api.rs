@@ -16,7 +16,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use crate::encode::OVERLONG_FACTOR;
-use crate::report::{ArticleProfile, LabelledUnit, SegmentRecord};
+use crate::report::{ArticleProfile, LabelledUnit, SegmentRecord, UNSURE_BELOW};
 use crate::text::{Segment, Segmenter};
 
 use super::batcher::{Job, Rejected};
@@ -241,6 +241,9 @@ fn prepare(
 #[derive(Serialize)]
 struct ClassifyResponse {
     model: String,
+    /// Labels whose probability is under this are worth checking by hand
+    /// (the page marks them, as `classify --format table` does).
+    unsure_below: f32,
     results: Vec<ClassifiedText>,
 }
 
@@ -325,6 +328,7 @@ async fn classify(
         StatusCode::OK,
         &ClassifyResponse {
             model: ready.name.clone(),
+            unsure_below: UNSURE_BELOW,
             results,
         },
     ))

@@ -184,9 +184,13 @@ pub fn openapi() -> Value {
             },
             "ClassifyResponse": {
                 "type": "object",
-                "required": ["model", "results"],
+                "required": ["model", "unsure_below", "results"],
                 "properties": {
                     "model": {"type": "string"},
+                    "unsure_below": {
+                        "type": "number",
+                        "description": "A unit whose highest score is under this is worth checking by hand: on real news, the default head's labels under it were right about 62% of the time, the others 93%."
+                    },
                     "results": {"type": "array", "items": {
                         "type": "object",
                         "required": ["id", "units", "profile", "warnings"],

@@ -131,7 +131,11 @@ fn is_non_sentence_line(line: &str) -> bool {
         return false;
     }
     let words: Vec<&str> = line.split_whitespace().collect();
-    let is_number = |w: &str| w.chars().all(|c| c.is_numeric() || c == '.' || c == ',');
+    // A number has a digit: a lone "..." or "،" between words is not one
+    // (headlines like «القدس ... لنا» were dropped as outlet lines).
+    let is_number = |w: &str| {
+        w.chars().any(char::is_numeric) && w.chars().all(|c| c.is_numeric() || c == '.' || c == ',')
+    };
     // An outlet name with a number: "ليبيا 24", "فرانس 24", "عربي 21".
     if words.len() <= 3 && words.iter().any(|w| is_number(w)) && words.len() >= 2 {
         let letters_words = words.iter().filter(|w| !is_number(w)).count();
@@ -194,7 +198,7 @@ fn split_line_with(line: &str, respect_quotes: bool) -> Option<Vec<(usize, usize
                 j += 1;
             }
             let next = chars.get(j).map(|&(_, ch)| ch);
-            if (i..j).any(|k| is_boundary(&chars, k, next)) {
+            if (i..j).any(|k| is_boundary(&chars, k, next)) && !continues_with_dots(&chars, j) {
                 let end = chars.get(j).map_or(line.len(), |&(p, _)| p);
                 ranges.push((unit_start, end));
                 unit_start = end;
@@ -211,6 +215,17 @@ fn split_line_with(line: &str, respect_quotes: bool) -> Option<Vec<(usize, usize
         ranges.push((unit_start, line.len()));
     }
     Some(ranges)
+}
+
+/// Headlines chain their parts with dots after a mark («...؟ .. بعد ...»):
+/// a run of terminators followed, past spaces, by more dots does not end the
+/// unit, or the second part would start with "..".
+fn continues_with_dots(chars: &[(usize, char)], from: usize) -> bool {
+    chars[from..]
+        .iter()
+        .map(|&(_, c)| c)
+        .find(|c| !c.is_whitespace())
+        .is_some_and(|c| c == '.' || c == '…')
 }
 
 /// Does the terminator at `chars[i]` end a sentence? `next` is the
@@ -301,6 +316,32 @@ mod tests {
         assert_eq!(
             texts("ليبيا 24\n⸻\n***\n---\nبقلم: محمد علي\nالأحد 12 مايو 2024\nخبر مهم\n2024"),
             vec!["خبر مهم"]
+        );
+    }
+
+    #[test]
+    fn keeps_short_headlines_with_dots_or_commas_between_words() {
+        // Punctuation alone is not a number: these are headlines, not outlet
+        // lines or dates.
+        assert_eq!(
+            texts("القدس ... لنا\nغزة ، الآن"),
+            vec!["القدس ... لنا", "غزة ، الآن"]
+        );
+    }
+
+    #[test]
+    fn dots_after_a_mark_continue_the_headline() {
+        assert_eq!(
+            texts("هل تعود الحركة إلى الميناء؟ .. بعد إعادة فتح الطريق\nانتهى الاجتماع. .. ثم عاد الوفد."),
+            vec![
+                "هل تعود الحركة إلى الميناء؟ .. بعد إعادة فتح الطريق",
+                "انتهى الاجتماع. .. ثم عاد الوفد."
+            ]
+        );
+        // Without the dots, the mark still ends the sentence.
+        assert_eq!(
+            texts("هل تعود الحركة؟ بعد إعادة فتح الطريق"),
+            vec!["هل تعود الحركة؟", "بعد إعادة فتح الطريق"]
         );
     }
 

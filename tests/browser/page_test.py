@@ -9,8 +9,9 @@ Run by tests/integration/serve_browser.rs against a `mawqif serve` it started on
 Pastes the article, classifies it, and checks what a reader sees: every
 sentence coloured by its label (the labels the API gives), the four scores on
 hover and on keyboard focus, the chart of label shares, the JSONL download, the
-file upload, a phone-width layout without sideways scrolling, and that the page
-fetched nothing but from the server. Screenshots go to --out.
+file upload, the ؟ on labels worth checking by hand, a phone-width layout
+without sideways scrolling, and that the page fetched nothing but from the
+server. Screenshots go to --out.
 """
 
 import argparse
@@ -42,12 +43,14 @@ def check(condition, message):
 
 
 def api_classify(url, text):
+    """The first result and the threshold under which labels are marked unsure."""
     body = json.dumps({"text": text, "id": "text"}).encode()
     req = urllib.request.Request(
         f"{url}/v1/classify", data=body, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.load(r)["results"][0]
+        answer = json.load(r)
+    return answer["results"][0], answer["unsure_below"]
 
 
 def main():
@@ -60,8 +63,9 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     article = Path(args.article).read_text(encoding="utf-8")
-    expected = api_classify(args.url, article)
+    expected, unsure_below = api_classify(args.url, article)
     units = expected["units"]
+    unsure = [u["index"] for u in units if max(u["scores"].values()) < unsure_below]
     check(len(units) == 49, f"API gave {len(units)} units")
 
     foreign, problems = [], []
@@ -130,6 +134,22 @@ def main():
         distinct = {next(iter(c)) for c in colour_of.values()}
         check(len(distinct) == len(colour_of), f"labels share colours: {colour_of}")
         check(len(colour_of) >= 3, f"the model gave only {list(colour_of)}; the colour check needs several labels")
+        # Labels under the threshold carry a "؟" after the sentence (CSS, so
+        # the text above stays the sentence's own) and are counted in the
+        # summary; the others carry nothing.
+        marked = page.evaluate(
+            """() => [...document.querySelectorAll('#article .unit')].map(s => ({
+                index: Number(s.dataset.index), unsure: s.classList.contains('unsure'),
+                after: getComputedStyle(s, '::after').content }))"""
+        )
+        check([m["index"] for m in marked if m["unsure"]] == unsure,
+              f"page marks {[m['index'] for m in marked if m['unsure']]} unsure, API scores give {unsure}")
+        for m in marked:
+            want = '"؟"' if m["unsure"] else "none"
+            check(m["after"] == want, f"sentence {m['index']} is followed by {m['after']}, want {want}")
+        check(page.locator("#summary").get_attribute("data-unsure") == str(len(unsure)), "summary's unsure count")
+        if unsure:
+            check(f" {len(unsure)} منها موسومة" in page.locator("#summary").text_content(), "summary does not count the marked sentences")
         # The text between sentences (dropped lines) is shown too, uncoloured.
         shown = page.evaluate("document.getElementById('article').textContent")
         check(shown == article.rstrip(), "the article is not shown whole")
@@ -191,6 +211,34 @@ def main():
             check(sorted(rec) == sorted(["file", "index", "start", "end", "text", "label", "scores"]), f"keys {sorted(rec)}")
             check(rec["label"] == u["label"] and rec["start"] == u["start"], f"download differs at {u['index']}")
 
+        # With the rule baseline every score is 0 or 1, so nothing above is
+        # unsure. Lower two sentences' scores in the server's answer and check
+        # that the page marks exactly those, counts them, and says so on hover.
+        doubtful = [2, 7]
+
+        def lower_scores(route):
+            answer = route.fetch().json()
+            for i in doubtful:
+                unit = answer["results"][0]["units"][i]
+                others = [k for k in LABELS if k != unit["label"]]
+                unit["scores"] = {unit["label"]: 0.61, **{k: 0.13 for k in others}}
+            route.fulfill(json=answer)
+
+        page.route("**/v1/classify", lower_scores)
+        page.click("#classify")
+        expect(page.locator("#summary")).to_have_attribute("data-unsure", str(len(doubtful)), timeout=60_000)
+        marked = page.evaluate("[...document.querySelectorAll('#article .unit.unsure')].map(s => Number(s.dataset.index))")
+        check(marked == doubtful, f"page marks {marked} unsure, the answer lowered {doubtful}")
+        check(f" {len(doubtful)} منها موسومة" in page.locator("#summary").text_content(), "summary does not count the marked sentences")
+        check(page.evaluate("getComputedStyle(document.querySelectorAll('#article .unit')[7], '::after').content") == '"؟"',
+              "an unsure sentence has no question mark after it")
+        spans.nth(7).hover()
+        expect(page.locator("#tip .tip-unsure")).to_have_count(1)
+        spans.nth(3).hover()
+        expect(page.locator("#tip .tip-unsure")).to_have_count(0)
+        page.keyboard.press("Escape")
+        page.unroute("**/v1/classify")
+
         page.screenshot(path=str(out / "page-desktop.png"), full_page=True)
 
         # Phone width: no sideways scrolling; a tap shows the scores on screen.
@@ -215,6 +263,7 @@ def main():
     print(json.dumps({
         "sentences": len(units),
         "labels": {k: len([u for u in units if u["label"] == k]) for k in LABELS},
+        "unsure": len(unsure),
         "screenshots": sorted(str(p) for p in out.glob("*.png")),
     }, ensure_ascii=False))
 

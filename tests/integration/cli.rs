@@ -247,6 +247,18 @@ fn segment_prints_units() {
 }
 
 #[test]
+fn classify_help_states_the_unsure_threshold_the_table_uses() {
+    // The help text is a literal; this keeps it in step with the constant.
+    let o = mawqif(&["classify", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let threshold = format!("p < {:.2}", mawqif::report::UNSURE_BELOW);
+    assert!(
+        stdout(&o).contains(&threshold),
+        "classify --help does not mention {threshold}"
+    );
+}
+
+#[test]
 fn cues_baseline_from_the_cli() {
     let o = classify_cues("jsonl", "eval/fixtures/article.txt");
     assert!(o.status.success(), "{}", stderr(&o));

@@ -133,6 +133,11 @@ fn classify_segment_health_metrics_openapi_and_page() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.content_type.starts_with("application/json"));
     let v = r.json();
+    // The page marks labels under this as worth checking, like the table.
+    let unsure_below = v["unsure_below"]
+        .as_f64()
+        .expect("unsure_below is a number");
+    assert!((unsure_below - f64::from(mawqif::report::UNSURE_BELOW)).abs() < 1e-6);
     let result = &v["results"][0];
     assert_eq!(result["id"], "0");
     let units: Vec<mawqif::LabelledUnit> = serde_json::from_value(result["units"].clone()).unwrap();

@@ -34,6 +34,10 @@ const state = {
 };
 
 const percent = (x) => `${(100 * x).toFixed(0)}٪`;
+/** A unit's highest score: the probability of the label it was given. */
+const confidence = (u) => Math.max(...Object.values(u.scores));
+/** Whether the server's threshold says this label should be checked by hand. */
+const isUnsure = (u) => state.result && confidence(u) < state.result.unsureBelow;
 const fixed = (x) => x.toFixed(3);
 
 function showMessage(text, kind) {
@@ -106,6 +110,7 @@ async function classify(event) {
       return;
     }
     const result = body.results[0];
+    result.unsureBelow = body.unsure_below;
     state.result = result;
     render(text, result);
     const warnings = result.warnings.length ? ` تنبيه: ${result.warnings.join("؛ ")}` : "";
@@ -132,6 +137,10 @@ function render(text, result) {
     if (u.start > pos) parts.push(document.createTextNode(decoder.decode(bytes.subarray(pos, u.start))));
     const span = document.createElement("span");
     span.className = `unit label-${u.label}`;
+    if (isUnsure(u)) {
+      span.classList.add("unsure");
+      span.dataset.unsure = "1";
+    }
     span.tabIndex = 0;
     span.dataset.index = String(u.index);
     span.dataset.label = u.label;
@@ -144,14 +153,20 @@ function render(text, result) {
   const tail = decoder.decode(bytes.subarray(pos)).trimEnd();
   if (tail) parts.push(document.createTextNode(tail));
   article.replaceChildren(...parts);
-  renderSummary(result.profile);
+  renderSummary(result);
   renderChart(result.profile);
   $("result").hidden = false;
 }
 
-function renderSummary(profile) {
+function renderSummary(result) {
+  const profile = result.profile;
   const counts = LABELS.map((l) => `${l.name} ${profile.counts[l.key]}`).join("، ");
-  $("summary").textContent = `${profile.sentences} جملة: ${counts}.`;
+  const unsure = result.units.filter(isUnsure).length;
+  const check = unsure
+    ? ` ${unsure} منها موسومة بعلامة ؟ (ثقة النموذج أقل من ${result.unsureBelow.toFixed(2)}): راجعها بنفسك.`
+    : "";
+  $("summary").textContent = `${profile.sentences} جملة: ${counts}.${check}`;
+  $("summary").dataset.unsure = String(unsure);
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -226,7 +241,14 @@ function showTip(span) {
     tr.append(name, meterCell, value);
     table.append(tr);
   }
-  tip.replaceChildren(title, table);
+  const parts = [title, table];
+  if (isUnsure(unit)) {
+    const note = document.createElement("p");
+    note.className = "tip-unsure";
+    note.textContent = `ثقة النموذج أقل من ${state.result.unsureBelow.toFixed(2)}: راجع هذه الجملة بنفسك.`;
+    parts.push(note);
+  }
+  tip.replaceChildren(...parts);
   tip.hidden = false;
   const rect = span.getBoundingClientRect();
   const width = tip.offsetWidth;
