@@ -183,6 +183,14 @@ pub fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
         "latency_p50_ms": percentile(&times, 50.0),
         "latency_p95_ms": percentile(&times, 95.0),
         "threads": rayon::current_num_threads(),
+        // Which bf16 kernel ran: the same engine is 2.5x apart on the two.
+        "bf16_kernel": if embedder.engine().name() != "bf16" {
+            "none"
+        } else if mawqif::encode::fast::amx_supported() {
+            "amx"
+        } else {
+            "avx512-bf16"
+        },
         "batch_size": options.batch_size,
         "head": matches!(system, System::Classifier(_)),
     });

@@ -123,6 +123,7 @@ fn pack_bf16(w: &[f32], n: usize, k: usize, bias: &[f32], cpu: Avx512Bf16) -> Pa
         data,
         bias: padded_bias,
         cpu,
+        amx: PackedBf16::amx_for(kp),
     }
 }
 
@@ -153,7 +154,8 @@ pub(crate) mod tests {
     #[test]
     fn linear_layers_match_a_plain_product_at_odd_sizes() {
         // Sizes that are not multiples of the kernel's blocks, odd k included.
-        for (m, n, k) in [(1, 5, 3), (7, 70, 33), (13, 130, 64)] {
+        // (40, 70, 96): three 16-row tile blocks where AMX runs.
+        for (m, n, k) in [(1, 5, 3), (7, 70, 33), (13, 130, 64), (40, 70, 96)] {
             let x = numbers(m * k, 1);
             let w = numbers(n * k, 2);
             let b = numbers(n, 3);
@@ -181,6 +183,38 @@ pub(crate) mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
+    }
+
+    #[test]
+    fn amx_tiles_and_the_avx512_kernel_give_the_same_products() {
+        // Several 16-row blocks with a partial one, a partial column group,
+        // k of 6 tiles; the two kernels differ only in summation order.
+        let (m, n, k) = (45, 200, 192);
+        let x = numbers(m * k, 4);
+        let w = numbers(n * k, 5);
+        let b = numbers(n, 6);
+        let Some(cpu) = Avx512Bf16::detect() else {
+            return crate::encode::fast::skip_without_bf16("AMX against AVX-512 BF16");
+        };
+        let mut packed = pack_bf16(&w, n, k, &b, cpu);
+        if packed.amx.is_none() {
+            return crate::encode::fast::skip_without_amx("AMX against AVX-512 BF16");
+        }
+        let mut on_tiles = vec![0f32; m * n];
+        kernels::matmul_bf16(&packed, &x, &mut on_tiles, m, n, k);
+        packed.amx = None;
+        let mut on_vectors = vec![0f32; m * n];
+        kernels::matmul_bf16(&packed, &x, &mut on_vectors, m, n, k);
+        let want = reference(&x, &w, &b, m, n, k);
+        for ((t, v), e) in on_tiles.iter().zip(&on_vectors).zip(&want) {
+            assert!((t - v).abs() < 1e-3, "tiles {t} vs vectors {v}");
+            assert!(
+                (t - e).abs() < 0.02 * (k as f32).sqrt(),
+                "tiles {t} vs f32 {e}"
+            );
+        }
+        // Every output was written (none left at the zero it started from).
+        assert!(on_tiles.iter().zip(&want).all(|(t, e)| (t - e).abs() < 0.5));
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub fn bf16_supported() -> bool {
     Avx512Bf16::detect().is_some()
 }
 
+/// Do bf16 products run on AMX tiles here (the CPU has them and Linux
+/// lets this process use them)? Otherwise they run on AVX-512 BF16.
+pub fn amx_supported() -> bool {
+    kernels::Amx::detect().is_some()
+}
+
 fn to_vec(t: Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
@@ -265,6 +271,17 @@ impl FastBert {
 pub(crate) fn skip_without_bf16(what: &str) {
     let required = std::env::var_os("MAWQIF_REQUIRE_BF16").is_some_and(|v| v == "1");
     skip_or_fail(what, required);
+}
+
+/// The same for checks of the AMX path: `MAWQIF_REQUIRE_AMX=1` (CI sets it
+/// where /proc/cpuinfo lists amx_bf16) makes a skip a failure.
+#[cfg(test)]
+pub(crate) fn skip_without_amx(what: &str) {
+    let required = std::env::var_os("MAWQIF_REQUIRE_AMX").is_some_and(|v| v == "1");
+    if required {
+        panic!("{what}: AMX tiles cannot be used here but MAWQIF_REQUIRE_AMX=1");
+    }
+    eprintln!("SKIPPED {what}: no AMX tiles here");
 }
 
 #[cfg(test)]
