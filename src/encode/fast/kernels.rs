@@ -620,7 +620,7 @@ pub(super) fn matmul_bf16(w: &PackedBf16, x: &[f32], y: &mut [f32], m: usize, n:
     assert!(kp == k.div_ceil(2) && groups == n.div_ceil(LANES * NB));
     assert!(w.data.len() == groups * kp * NB * LANES && w.bias.len() == groups * NB * LANES);
     assert!(x.len() == m * k && y.len() == m * n);
-    if let Some(amx) = w.amx.filter(|_| kp.is_multiple_of(TILE_PAIRS)) {
+    if let Some(amx) = w.amx {
         return matmul_amx(amx, w, x, y, m, n, k);
     }
     // Activations as bf16 pairs, rows padded to whole kernel blocks.

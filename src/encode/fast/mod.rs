@@ -269,27 +269,39 @@ impl FastBert {
 /// so the default engine's path can never go untested there).
 #[cfg(test)]
 pub(crate) fn skip_without_bf16(what: &str) {
-    let required = std::env::var_os("MAWQIF_REQUIRE_BF16").is_some_and(|v| v == "1");
-    skip_or_fail(what, required);
+    skip_or_fail(
+        what,
+        "AVX-512 BF16",
+        "MAWQIF_REQUIRE_BF16",
+        required("MAWQIF_REQUIRE_BF16"),
+    );
 }
 
 /// The same for checks of the AMX path: `MAWQIF_REQUIRE_AMX=1` (CI sets it
 /// where /proc/cpuinfo lists amx_bf16) makes a skip a failure.
 #[cfg(test)]
 pub(crate) fn skip_without_amx(what: &str) {
-    let required = std::env::var_os("MAWQIF_REQUIRE_AMX").is_some_and(|v| v == "1");
-    if required {
-        panic!("{what}: AMX tiles cannot be used here but MAWQIF_REQUIRE_AMX=1");
-    }
-    eprintln!("SKIPPED {what}: no AMX tiles here");
+    skip_or_fail(
+        what,
+        "usable AMX tiles",
+        "MAWQIF_REQUIRE_AMX",
+        required("MAWQIF_REQUIRE_AMX"),
+    );
 }
 
 #[cfg(test)]
-fn skip_or_fail(what: &str, required: bool) {
+fn required(variable: &str) -> bool {
+    std::env::var_os(variable).is_some_and(|v| v == "1")
+}
+
+/// Skip `what` loudly for want of `feature`, or fail where `variable`
+/// requires it.
+#[cfg(test)]
+fn skip_or_fail(what: &str, feature: &str, variable: &str, required: bool) {
     if required {
-        panic!("{what}: this CPU lacks AVX-512 BF16 but MAWQIF_REQUIRE_BF16=1");
+        panic!("{what}: this CPU lacks {feature} but {variable}=1");
     }
-    eprintln!("SKIPPED {what}: this CPU lacks AVX-512 BF16");
+    eprintln!("SKIPPED {what}: this CPU lacks {feature}");
 }
 
 #[cfg(test)]
@@ -297,12 +309,12 @@ mod require_bf16 {
     #[test]
     #[should_panic(expected = "MAWQIF_REQUIRE_BF16=1")]
     fn a_required_bf16_check_fails_instead_of_skipping() {
-        super::skip_or_fail("a bf16 check", true);
+        super::skip_or_fail("a bf16 check", "AVX-512 BF16", "MAWQIF_REQUIRE_BF16", true);
     }
 
     #[test]
     fn an_optional_bf16_check_skips() {
-        super::skip_or_fail("a bf16 check", false);
+        super::skip_or_fail("a bf16 check", "AVX-512 BF16", "MAWQIF_REQUIRE_BF16", false);
     }
 }
 
