@@ -1,27 +1,29 @@
 //! Softmax self-attention of each sentence over itself, per head, on packed
 //! (unpadded) Q, K and V rows.
 
-use super::kernels::{self, Avx512F, LANES};
+use super::kernels::{self, Avx512F, QueryRow, LANES};
 use super::math::{exp, max_of, sum};
 
-/// Context rows `[total, hidden]` from fused `qkv` rows `[total, 3·hidden]`;
-/// `offsets` are each sentence's `(first row, length)`.
+/// Context rows `[total, hidden]` into `context` (every value is
+/// overwritten) from fused `qkv` rows `[total, 3·hidden]`; `offsets` are
+/// each sentence's `(first row, length)`.
 pub(super) fn attention(
     qkv: &[f32],
     total: usize,
     offsets: &[(usize, usize)],
     hidden: usize,
     heads: usize,
-) -> Vec<f32> {
+    context: &mut [f32],
+) {
     let h = hidden;
     let d = h / heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut context = vec![0f32; total * h];
+    assert!(context.len() == total * h && qkv.len() == total * 3 * h);
     let stride = 3 * h;
     let simd = Avx512F::detect().filter(|_| d.is_multiple_of(LANES) && d <= 8 * LANES);
     // One task per sentence × head: the task owns its sentence's rows in
     // this head's columns of `context`.
-    kernels::par_blocks(&mut context, h, offsets, d, |sentence, head, mut block| {
+    kernels::par_blocks(context, h, offsets, d, |sentence, head, mut block| {
         let (start, len) = offsets[sentence];
         // Kᵀ of this head, [d][len padded to 16]: score rows then run
         // across keys, 16 at a time, with no horizontal sums.
@@ -36,64 +38,45 @@ pub(super) fn attention(
         let mut scores = vec![0f32; lp];
         let v_rows = &qkv[start * stride + 2 * h + head * d..];
         for i in 0..len {
-            let q = &qkv[(start + i) * stride + head * d..][..d];
-            attend_row(
-                simd,
-                q,
-                &kt,
+            let row = QueryRow {
+                q: &qkv[(start + i) * stride + head * d..][..d],
+                kt: &kt,
                 lp,
                 len,
                 scale,
-                v_rows,
+                v: v_rows,
                 stride,
-                &mut scores,
-                block.row(i),
-            );
+            };
+            attend_row(simd, &row, &mut scores, block.row(i));
         }
     });
-    context
 }
 
-/// One query row of attention: `acc = softmax(q·Kᵀ·scale) · V`.
-/// `kt` is Kᵀ `[d][lp]` (keys zero-padded to `lp`), `v` the first value
-/// row with rows `stride` apart. With `simd` (AVX-512F present, `d` a
-/// multiple of 16 up to 128) the two products run on vector kernels.
-#[allow(clippy::too_many_arguments)]
+/// One query row of attention: `acc = softmax(q·Kᵀ·scale) · V`. With
+/// `simd` (AVX-512F present, `d` a multiple of 16 up to 128) it runs as
+/// one fused vector kernel.
 pub(super) fn attend_row(
     simd: Option<Avx512F>,
-    q: &[f32],
-    kt: &[f32],
-    lp: usize,
-    len: usize,
-    scale: f32,
-    v: &[f32],
-    stride: usize,
+    row: &QueryRow<'_>,
     scores: &mut [f32],
     acc: &mut [f32],
 ) {
-    let d = q.len();
-    match simd {
-        Some(cpu) => kernels::scores_avx512(cpu, q, kt, lp, scores),
-        None => {
-            scores.iter_mut().for_each(|s| *s = 0.0);
-            for (c, &qc) in q.iter().enumerate() {
-                for (s, &kv) in scores.iter_mut().zip(&kt[c * lp..c * lp + len]) {
-                    *s += qc * kv;
-                }
-            }
+    if let Some(cpu) = simd {
+        return kernels::attend_row_avx512(cpu, row, scores, acc);
+    }
+    let (d, lp, len, stride) = (row.q.len(), row.lp, row.len, row.stride);
+    scores.iter_mut().for_each(|s| *s = 0.0);
+    for (c, &qc) in row.q.iter().enumerate() {
+        for (s, &kv) in scores.iter_mut().zip(&row.kt[c * lp..c * lp + len]) {
+            *s += qc * kv;
         }
     }
     let scores = &mut scores[..len];
-    kernels::widest(simd, || softmax(scores, scale));
-    match simd {
-        Some(cpu) => kernels::weighted_rows_avx512(cpu, scores, v, stride, acc),
-        None => {
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (j, p) in scores.iter().enumerate() {
-                for (a, vv) in acc.iter_mut().zip(&v[j * stride..j * stride + d]) {
-                    *a += p * vv;
-                }
-            }
+    softmax(scores, row.scale);
+    acc.iter_mut().for_each(|a| *a = 0.0);
+    for (j, p) in scores.iter().enumerate() {
+        for (a, vv) in acc.iter_mut().zip(&row.v[j * stride..j * stride + d]) {
+            *a += p * vv;
         }
     }
 }
@@ -132,18 +115,16 @@ mod tests {
             let v = numbers(len * stride, 7);
             let run = |simd: Option<Avx512F>| {
                 let (mut scores, mut acc) = (vec![0f32; lp], vec![0f32; d]);
-                attend_row(
-                    simd,
-                    &q,
-                    &kt,
+                let row = QueryRow {
+                    q: &q,
+                    kt: &kt,
                     lp,
                     len,
-                    0.17,
-                    &v,
+                    scale: 0.17,
+                    v: &v,
                     stride,
-                    &mut scores,
-                    &mut acc,
-                );
+                };
+                attend_row(simd, &row, &mut scores, &mut acc);
                 acc
             };
             let (fast, plain) = (run(Some(cpu)), run(None));
@@ -153,5 +134,37 @@ mod tests {
             // The comparison is not between two rows of zeros.
             assert!(plain.iter().any(|x| x.abs() > 1e-3));
         }
+    }
+}
+/// Microbenchmark, run by hand:
+/// `cargo test --release --lib attention_speed -- --ignored --nocapture`.
+#[cfg(test)]
+mod attention_speed {
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        use super::*;
+        let (h, heads) = (384usize, 12usize);
+        // A batch of 32 sentences of 25 to 56 tokens, as the bench's are.
+        let lens: Vec<usize> = (0..32).map(|i| 25 + i).collect();
+        let mut offsets = vec![];
+        let mut at = 0;
+        for &l in &lens {
+            offsets.push((at, l));
+            at += l;
+        }
+        let qkv = crate::encode::fast::linear::tests::numbers(at * 3 * h, 3);
+        let reps = 50;
+        let t = std::time::Instant::now();
+        let mut context = vec![0f32; at * h];
+        for _ in 0..reps {
+            attention(&qkv, at, &offsets, h, heads, &mut context);
+            std::hint::black_box(&context);
+        }
+        eprintln!(
+            "attention {} rows: {:.3} ms",
+            at,
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
     }
 }

@@ -8,7 +8,18 @@ use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
-use super::math::bf16_bits;
+/// f32 → bf16 bits, rounding to nearest even (as PyTorch and oneDNN do).
+#[inline(always)]
+pub(super) fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
+    // A select, not a branch, so that loops over it vectorize.
+    if x.is_nan() {
+        0x7fc0
+    } else {
+        rounded
+    }
+}
 
 /// Rows 6 × columns 64 per bf16 kernel step: 24 accumulators + 4 B vectors
 /// + 1 broadcast fit the 32 AVX-512 registers.
@@ -17,6 +28,11 @@ pub(super) const NB: usize = 4;
 pub(super) const LANES: usize = 16;
 /// Pairs of k per slice of B that the bf16 kernel keeps in L1.
 const KC: usize = 64;
+
+/// Work done on each output row of a task's block once its product is
+/// complete (the feed-forward activation), while the block is still in
+/// cache, instead of in a separate pass over the whole output.
+pub(super) type RowFinish<'f> = Option<&'f (dyn Fn(&mut [f32]) + Sync)>;
 
 /// Proof that this CPU has AVX-512F and AVX-512 BF16: the only way to get
 /// one is [`Avx512Bf16::detect`], so a bf16 kernel cannot be reached on a
@@ -386,15 +402,23 @@ impl PackedBf16 {
 }
 
 /// Activations as bf16 pairs along k, `rows_padded` rows of `kp` pairs
-/// (rows past `m` stay zero).
-fn pack_activations(
+/// (rows past the input's are zero), written into `scratch`: the caller
+/// keeps it between layers, so it is allocated and zeroed once per batch
+/// rather than once per product.
+fn pack_activations<'s>(
     cpu: Avx512Bf16,
     x: &[f32],
     k: usize,
     kp: usize,
     rows_padded: usize,
-) -> Vec<u32> {
-    let mut a = vec![0u32; rows_padded * kp];
+    scratch: &'s mut Vec<u32>,
+) -> &'s [u32] {
+    let rows = x.len() / k;
+    if scratch.len() < rows_padded * kp {
+        scratch.resize(rows_padded * kp, 0);
+    }
+    let a = &mut scratch[..rows_padded * kp];
+    a[rows * kp..].iter_mut().for_each(|v| *v = 0);
     let wide = cpu.avx512f();
     a.par_chunks_mut(kp)
         .zip(x.par_chunks(k))
@@ -442,14 +466,23 @@ fn bands_of(
 /// instead measured about 10% slower end to end).
 const AMX_KC: usize = 128;
 
-/// `y[m × n] = bias + x[m × k] · Wᵀ` on AMX tiles. Per task (a band of
-/// 16-row blocks × one group of 4 panels), each block's four 16 × 16 f32
-/// accumulators go through the tiles once per slice of k and are kept in
-/// `acc` between slices; then `y` gets bias + product.
-fn matmul_amx(amx: Amx, w: &PackedBf16, x: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+/// `y[m × n] = bias + x[m × k] · Wᵀ` on AMX tiles, `a` being x packed by
+/// [`pack_activations`]. Per task (a band of 16-row blocks × one
+/// group of 4 panels), each block's four 16 × 16 f32 accumulators start
+/// from the bias and live in `y` itself between slices of k, so there is
+/// no separate accumulator to zero and no pass to add the bias.
+fn matmul_amx(
+    amx: Amx,
+    w: &PackedBf16,
+    a: &[u32],
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    finish: RowFinish<'_>,
+) {
     let (kp, groups) = (w.kp, w.groups);
     assert!(kp.is_multiple_of(TILE_PAIRS) && AMX_KC.is_multiple_of(TILE_PAIRS));
-    let a = pack_activations(w.cpu, x, k, kp, m.div_ceil(TILE_ROWS) * TILE_ROWS);
+    assert!(a.len() >= m.div_ceil(TILE_ROWS) * TILE_ROWS * kp);
     let (blocks_per_band, bands) = bands_of(m, TILE_ROWS, groups, 16);
     par_blocks(y, n, &bands, NB * LANES, |band, g, mut block| {
         let b = &w.data[g * kp * NB * LANES..(g + 1) * kp * NB * LANES];
@@ -457,56 +490,102 @@ fn matmul_amx(amx: Amx, w: &PackedBf16, x: &[f32], y: &mut [f32], m: usize, n: u
         let first_row = band * blocks_per_band * TILE_ROWS;
         let blocks = block.rows.div_ceil(TILE_ROWS);
         let a_band = &a[first_row * kp..][..blocks * TILE_ROWS * kp];
-        let mut acc = vec![0f32; blocks * TILE_ROWS * NB * LANES];
-        amx_band(amx, a_band, kp, b, &mut acc);
-        let cols = block.cols;
-        for i in 0..block.rows {
-            let product = &acc[i * NB * LANES..][..cols];
-            for ((o, p), bias) in block.row(i).iter_mut().zip(product).zip(bias) {
-                *o = bias + p;
-            }
+        amx_band(amx, a_band, kp, b, bias, &mut block);
+        if let Some(finish) = finish {
+            (0..block.rows).for_each(|i| finish(block.row(i)));
         }
     });
 }
 
-/// `acc[blocks·16 × 64] = A_band[blocks·16 × kp pairs] · B_group[kp pairs × 64]`.
-fn amx_band(amx: Amx, a: &[u32], kp: usize, b: &[u32], acc: &mut [f32]) {
+/// 16 rows × 64 f32, the C tiles of one block, for blocks that are not
+/// whole inside `y` (the last rows, or a group narrower than 64 columns).
+#[repr(C, align(64))]
+struct SpareBlock([f32; TILE_ROWS * NB * LANES]);
+
+/// `block = bias + A_band · B_group`: A_band is the block's rows of packed
+/// activations (padded to whole 16-row blocks), B_group one group of
+/// packed weights, `bias` that group's 64 (padded) biases.
+fn amx_band(amx: Amx, a: &[u32], kp: usize, b: &[u32], bias: &[f32], block: &mut Block<'_>) {
     let _ = amx;
-    let blocks = acc.len() / (TILE_ROWS * NB * LANES);
+    let blocks = block.rows.div_ceil(TILE_ROWS);
+    let whole = if block.cols == NB * LANES {
+        block.rows / TILE_ROWS
+    } else {
+        0
+    };
     assert!(kp.is_multiple_of(TILE_PAIRS) && b.len() >= kp * NB * LANES);
-    assert!(acc.len() == blocks * TILE_ROWS * NB * LANES && a.len() >= blocks * TILE_ROWS * kp);
+    assert!(a.len() >= blocks * TILE_ROWS * kp && bias.len() >= NB * LANES);
+    assert!(block.cols <= NB * LANES);
+    let mut spare = SpareBlock([0.0; TILE_ROWS * NB * LANES]);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `amx` proves the CPU has AMX-TILE and AMX-BF16 and that the
     // kernel saves tile state for this process. Tile loads read 16 rows of
     // 64 bytes inside `a` (a block's 16 rows of kp pairs, kp * 4 bytes
     // apart, pairs q..q + 16 with q + 16 <= kp) or `b` (pairs q..q + 16 of
-    // one panel, rows NB * 64 bytes apart); accumulator loads and stores
-    // touch a block's 16 rows of 64 bytes inside `acc` (rows 256 bytes
-    // apart); all asserted above. The tiles are configured, used and
+    // one panel, rows NB * 64 bytes apart), or one row of 64 bytes of
+    // `bias` repeated (stride 0). C tiles are loaded from and stored to
+    // either a whole block inside this task's Block (blocks < `whole`: 16
+    // of its rows, its 64 columns, rows `stride` apart) or `spare`. All
+    // asserted above or by par_blocks. The tiles are configured, used and
     // released inside this call, on this thread, and no other code uses
     // them in between.
     unsafe {
         tiles_configure();
+        let row_bytes = block.stride * 4;
+        // Whole blocks: k in slices, so that each slice of B stays in L1
+        // while every block passes over it.
         let mut q0 = 0;
         while q0 < kp {
             let q1 = (q0 + AMX_KC).min(kp);
-            for block in 0..blocks {
+            for i in 0..whole {
+                let c = block.ptr.add(i * TILE_ROWS * block.stride);
+                let (from, from_stride) = if q0 == 0 {
+                    (bias.as_ptr(), 0)
+                } else {
+                    (c.cast_const(), row_bytes)
+                };
+                let a_block = a.as_ptr().add(i * TILE_ROWS * kp);
                 amx_block_kernel(
-                    a.as_ptr().add(block * TILE_ROWS * kp),
+                    a_block,
                     kp,
                     b.as_ptr(),
                     q0,
                     q1,
-                    acc.as_mut_ptr().add(block * TILE_ROWS * NB * LANES),
+                    from,
+                    from_stride,
+                    c,
+                    row_bytes,
                 );
             }
             q0 = q1;
+        }
+        // The rest, all of k at once into `spare`, then copied.
+        let spare_bytes = NB * LANES * 4;
+        for i in whole..blocks {
+            let a_block = a.as_ptr().add(i * TILE_ROWS * kp);
+            let c = spare.0.as_mut_ptr();
+            amx_block_kernel(
+                a_block,
+                kp,
+                b.as_ptr(),
+                0,
+                kp,
+                bias.as_ptr(),
+                0,
+                c,
+                spare_bytes,
+            );
+            let rows = (block.rows - i * TILE_ROWS).min(TILE_ROWS);
+            for r in 0..rows {
+                let src = &spare.0[r * NB * LANES..][..block.cols];
+                block.row(i * TILE_ROWS + r).copy_from_slice(src);
+            }
         }
         tiles_release();
     };
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (a, kp, b, acc, blocks);
+        let _ = (a, kp, b, bias, blocks, whole, &mut spare);
         unreachable!("an Amx proof exists only on x86_64")
     }
 }
@@ -538,44 +617,39 @@ unsafe fn tiles_release() {
     std::arch::asm!("tilerelease", options(nostack, nomem));
 }
 
-/// One 16-row block over pairs `q0..q1`: C tiles tmm0..tmm3 (one per
-/// panel) start from `c` (zero at the first slice) and go back to it; A
-/// is in tmm4, B in tmm5..tmm7.
+/// One 16-row block over pairs `q0..q1`, `a` being the block's first row
+/// of activations (rows `kp` pairs apart): C tiles tmm0..tmm3 (one per
+/// panel) are loaded from `from` (rows `from_stride` bytes apart: 0 to
+/// start every row from the bias) and stored to `c` (rows `c_stride` bytes
+/// apart); A is in tmm4, B in tmm5..tmm7.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn amx_block_kernel(
     a: *const u32,
     kp: usize,
     b: *const u32,
     q0: usize,
     q1: usize,
+    from: *const f32,
+    from_stride: usize,
     c: *mut f32,
+    c_stride: usize,
 ) {
     use std::arch::asm;
     let a_stride = kp * 4;
     let b_stride = NB * LANES * 4;
-    let c_stride = NB * LANES * 4;
-    if q0 == 0 {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-    } else {
-        asm!(
-            "tileloadd tmm0, [{c0} + {sc}*1]",
-            "tileloadd tmm1, [{c1} + {sc}*1]",
-            "tileloadd tmm2, [{c2} + {sc}*1]",
-            "tileloadd tmm3, [{c3} + {sc}*1]",
-            c0 = in(reg) c,
-            c1 = in(reg) c.add(LANES),
-            c2 = in(reg) c.add(2 * LANES),
-            c3 = in(reg) c.add(3 * LANES),
-            sc = in(reg) c_stride,
-            options(nostack, readonly)
-        );
-    }
+    asm!(
+        "tileloadd tmm0, [{c0} + {sc}*1]",
+        "tileloadd tmm1, [{c1} + {sc}*1]",
+        "tileloadd tmm2, [{c2} + {sc}*1]",
+        "tileloadd tmm3, [{c3} + {sc}*1]",
+        c0 = in(reg) from,
+        c1 = in(reg) from.add(LANES),
+        c2 = in(reg) from.add(2 * LANES),
+        c3 = in(reg) from.add(3 * LANES),
+        sc = in(reg) from_stride,
+        options(nostack, readonly)
+    );
     let mut q = q0;
     while q < q1 {
         let b_row = b.add(q * NB * LANES);
@@ -615,22 +689,35 @@ unsafe fn amx_block_kernel(
 }
 
 /// `y[m × n] = bias + x[m × k] · Wᵀ` with bf16 inputs and f32 accumulation.
-pub(super) fn matmul_bf16(w: &PackedBf16, x: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+/// `y`'s old values are overwritten; `scratch` holds the packed activations;
+/// `finish` runs on every output row once it is complete.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_bf16(
+    w: &PackedBf16,
+    x: &[f32],
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    scratch: &mut Vec<u32>,
+    finish: RowFinish<'_>,
+) {
     let (kp, groups) = (w.kp, w.groups);
     assert!(kp == k.div_ceil(2) && groups == n.div_ceil(LANES * NB));
     assert!(w.data.len() == groups * kp * NB * LANES && w.bias.len() == groups * NB * LANES);
     assert!(x.len() == m * k && y.len() == m * n);
     if let Some(amx) = w.amx {
-        return matmul_amx(amx, w, x, y, m, n, k);
+        let a = pack_activations(w.cpu, x, k, kp, m.div_ceil(TILE_ROWS) * TILE_ROWS, scratch);
+        return matmul_amx(amx, w, a, y, m, n, finish);
     }
     // Activations as bf16 pairs, rows padded to whole kernel blocks.
-    let a = pack_activations(w.cpu, x, k, kp, m.div_ceil(MR) * MR);
+    let a = pack_activations(w.cpu, x, k, kp, m.div_ceil(MR) * MR, scratch);
     // Tasks: column groups × runs of row blocks. 16 blocks = 96 rows of A
     // per task: with k up to 1536 that is at most 288 KiB, which stays in
     // L2 while the task's B slices pass.
     let (blocks_per_chunk, bands) = bands_of(m, MR, groups, 16);
     let cpu = w.cpu;
-    par_blocks(y, n, &bands, NB * LANES, |band, g, block| {
+    par_blocks(y, n, &bands, NB * LANES, |band, g, mut block| {
         let b = &w.data[g * kp * NB * LANES..(g + 1) * kp * NB * LANES];
         let bias = &w.bias[g * NB * LANES..(g + 1) * NB * LANES];
         let first_block = band * blocks_per_chunk;
@@ -664,6 +751,9 @@ pub(super) fn matmul_bf16(w: &PackedBf16, x: &[f32], y: &mut [f32], m: usize, n:
                 row += MR;
             }
             q0 = q1;
+        }
+        if let Some(finish) = finish {
+            (0..block.rows).for_each(|i| finish(block.row(i)));
         }
     });
 }
@@ -772,96 +862,200 @@ unsafe fn bf16_tile(
     }
 }
 
-/// `scores[j] = q · K[j]` for all `lp` (padded) keys, 64 keys per pass with
-/// the accumulators in registers; `kt` is Kᵀ `[d][lp]`, `lp` a multiple of 16.
-pub(super) fn scores_avx512(cpu: Avx512F, q: &[f32], kt: &[f32], lp: usize, scores: &mut [f32]) {
+/// What one query row of attention reads: `q` (d values), `kt` = Kᵀ
+/// `[d][lp]` with keys zero-padded to `lp` (a multiple of 16), `len` real
+/// keys, the score `scale`, and `v`, the first value row, with rows
+/// `stride` apart.
+pub(super) struct QueryRow<'a> {
+    pub(super) q: &'a [f32],
+    pub(super) kt: &'a [f32],
+    pub(super) lp: usize,
+    pub(super) len: usize,
+    pub(super) scale: f32,
+    pub(super) v: &'a [f32],
+    pub(super) stride: usize,
+}
+
+/// One query row of attention, `acc = softmax(q·Kᵀ·scale) · V`, in one
+/// pass over registers and `scores` (`lp` values of scratch); `acc.len()`
+/// = d, a multiple of 16 up to 128.
+///
+/// Why fused: written as three kernels, each read the previous one's
+/// masked stores back at once, and loads that wait on masked stores stall
+/// (no store forwarding): that stall was most of attention's time. Here
+/// every store is a whole vector and the normalization is applied to
+/// `acc` once instead of to every probability.
+pub(super) fn attend_row_avx512(
+    cpu: Avx512F,
+    row: &QueryRow<'_>,
+    scores: &mut [f32],
+    acc: &mut [f32],
+) {
     let _ = cpu;
-    assert!(lp.is_multiple_of(LANES) && kt.len() >= q.len() * lp && scores.len() >= lp);
+    let &QueryRow {
+        q,
+        kt,
+        lp,
+        len,
+        v,
+        stride,
+        ..
+    } = row;
+    let d = acc.len();
+    assert!(q.len() == d && d.is_multiple_of(LANES) && d <= 8 * LANES);
+    assert!(lp.is_multiple_of(LANES) && len <= lp && len > 0);
+    assert!(kt.len() >= d * lp && scores.len() >= lp);
+    assert!(v.len() >= (len - 1) * stride + d);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `cpu` proves avx512f; kt holds d rows of lp values and scores
-    // lp values (asserted), and every load/store is a whole 16-lane vector
-    // inside them because lp is a multiple of 16.
+    // SAFETY: `cpu` proves avx512f. Loads of kt stay inside its d rows of
+    // lp values and stores to scores inside its lp values (whole vectors,
+    // lp a multiple of 16); value row j < len spans j·stride..j·stride + d,
+    // inside v; acc is whole vectors. All asserted above.
     unsafe {
-        scores_kernel(q, kt, lp, scores)
+        // The number of value vectors as a constant, so that the loops
+        // over them unroll into registers.
+        match d / LANES {
+            1 => attend_row_kernel::<1>(row, scores, acc),
+            2 => attend_row_kernel::<2>(row, scores, acc),
+            3 => attend_row_kernel::<3>(row, scores, acc),
+            4 => attend_row_kernel::<4>(row, scores, acc),
+            5 => attend_row_kernel::<5>(row, scores, acc),
+            6 => attend_row_kernel::<6>(row, scores, acc),
+            7 => attend_row_kernel::<7>(row, scores, acc),
+            _ => attend_row_kernel::<8>(row, scores, acc),
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (q, kt, lp, scores);
+        let _ = (q, kt, lp, len, v, stride, scores, acc);
         unreachable!("an Avx512F proof exists only on x86_64")
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_kernel(q: &[f32], kt: &[f32], lp: usize, scores: &mut [f32]) {
+unsafe fn attend_row_kernel<const VECTORS: usize>(
+    row: &QueryRow<'_>,
+    scores: &mut [f32],
+    acc: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    let kp = kt.as_ptr();
+    let &QueryRow {
+        q,
+        kt,
+        lp,
+        len,
+        scale,
+        v,
+        stride,
+    } = row;
+    let (ktp, sp) = (kt.as_ptr(), scores.as_mut_ptr());
+    // Lanes of key vector `jb` that are real keys, not padding.
+    let keys_at = |jb: usize| -> __mmask16 {
+        let valid = len.saturating_sub(jb).min(LANES);
+        ((1u32 << valid) - 1) as __mmask16
+    };
+    // Scores, 64 keys per pass with the accumulators in registers; the
+    // running maximum over real keys comes with them.
+    let mut high = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut jb = 0;
     while jb < lp {
         let width = ((lp - jb) / LANES).min(4);
         let mut s = [_mm512_setzero_ps(); 4];
         for (c, &qc) in q.iter().enumerate() {
             let bq = _mm512_set1_ps(qc);
-            let row = kp.add(c * lp + jb);
+            let key_row = ktp.add(c * lp + jb);
             for (t, st) in s.iter_mut().enumerate().take(width) {
-                *st = _mm512_fmadd_ps(bq, _mm512_loadu_ps(row.add(t * LANES)), *st);
+                *st = _mm512_fmadd_ps(bq, _mm512_loadu_ps(key_row.add(t * LANES)), *st);
             }
         }
         for (t, st) in s.iter().enumerate().take(width) {
-            _mm512_storeu_ps(scores.as_mut_ptr().add(jb + t * LANES), *st);
+            let at = jb + t * LANES;
+            high = _mm512_mask_max_ps(high, keys_at(at), high, *st);
+            _mm512_storeu_ps(sp.add(at), *st);
         }
         jb += width * LANES;
     }
-}
-
-/// `acc = Σ_j p[j] · V[j]` over rows of `v` that are `stride` apart;
-/// `acc.len()` is a multiple of 16 up to 128.
-pub(super) fn weighted_rows_avx512(
-    cpu: Avx512F,
-    p: &[f32],
-    v: &[f32],
-    stride: usize,
-    acc: &mut [f32],
-) {
-    let _ = cpu;
-    let d = acc.len();
-    assert!(d.is_multiple_of(LANES) && d <= 8 * LANES);
-    assert!(p.is_empty() || v.len() >= (p.len() - 1) * stride + d);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `cpu` proves avx512f; row j of v spans j·stride..j·stride + d,
-    // inside v for every j < p.len() (asserted), and acc is whole vectors.
-    unsafe {
-        weighted_rows_kernel(p, v, stride, acc)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (p, v, stride, acc);
-        unreachable!("an Avx512F proof exists only on x86_64")
+    // exp(score·scale − max·scale); padding lanes become 0.
+    let (scale_v, shift) = (
+        _mm512_set1_ps(scale),
+        _mm512_set1_ps(_mm512_reduce_max_ps(high) * scale),
+    );
+    let mut total = _mm512_setzero_ps();
+    jb = 0;
+    while jb < len {
+        let x = _mm512_fmsub_ps(_mm512_loadu_ps(sp.add(jb)), scale_v, shift);
+        let e = _mm512_maskz_mov_ps(keys_at(jb), exp_avx512(x));
+        _mm512_storeu_ps(sp.add(jb), e);
+        total = _mm512_add_ps(total, e);
+        jb += LANES;
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn weighted_rows_kernel(p: &[f32], v: &[f32], stride: usize, acc: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let vectors = acc.len() / LANES;
-    let mut out = [_mm512_setzero_ps(); 8];
+    // Σ_j e_j · V_j, then one division by Σ_j e_j.
+    let mut out = [_mm512_setzero_ps(); VECTORS];
     let vp = v.as_ptr();
-    for (j, &pj) in p.iter().enumerate() {
-        let w = _mm512_set1_ps(pj);
-        let row = vp.add(j * stride);
-        for (t, o) in out.iter_mut().enumerate().take(vectors) {
-            *o = _mm512_fmadd_ps(w, _mm512_loadu_ps(row.add(t * LANES)), *o);
+    for j in 0..len {
+        let w = _mm512_set1_ps(*sp.add(j));
+        let value_row = vp.add(j * stride);
+        for (t, o) in out.iter_mut().enumerate() {
+            *o = _mm512_fmadd_ps(w, _mm512_loadu_ps(value_row.add(t * LANES)), *o);
         }
     }
-    for (t, o) in out.iter().enumerate().take(vectors) {
-        _mm512_storeu_ps(acc.as_mut_ptr().add(t * LANES), *o);
+    let norm = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(total));
+    for (t, o) in out.iter().enumerate() {
+        _mm512_storeu_ps(acc.as_mut_ptr().add(t * LANES), _mm512_mul_ps(*o, norm));
     }
+}
+
+/// `math::exp` on 16 lanes: the same range reduction and polynomial.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let x = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.0),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fmadd_ps(
+        n,
+        _mm512_set1_ps(2.121_944_4e-4),
+        _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x),
+    );
+    let mut poly = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5e-1,
+    ] {
+        poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_add_ps(
+        _mm512_fmadd_ps(_mm512_mul_ps(poly, r), r, r),
+        _mm512_set1_ps(1.0),
+    );
+    let two_n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    )));
+    _mm512_mul_ps(e, two_n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between two bf16 values: ties go to even.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(bf16_bits(-2.0), 0xc000);
+    }
 
     #[test]
     fn blocks_cover_the_buffer_once() {

@@ -2,11 +2,11 @@
 //! `gemm`) or bf16 (weights packed once for the AVX-512 BF16 kernel).
 
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use crate::error::{MawqifError, Result};
 
-use super::kernels::{self, Avx512Bf16, PackedBf16, LANES, NB};
-use super::math::bf16_bits;
+use super::kernels::{self, bf16_bits, Avx512Bf16, PackedBf16, RowFinish, LANES, NB};
 use super::{to_vec, Precision};
 
 enum LinearWeights {
@@ -80,18 +80,47 @@ impl Linear {
     /// `x` is `[m, k]`; returns `[m, n]`.
     pub(crate) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.n];
+        self.forward_into(x, m, &mut y, &mut Vec::new());
+        y
+    }
+
+    /// `y = x · Wᵀ + b` into `y` (`[m, n]`; its old values do not matter).
+    /// `scratch` holds bf16 activations: the encoder passes the same
+    /// buffers to every layer, so nothing is allocated or zeroed per layer.
+    pub(crate) fn forward_into(&self, x: &[f32], m: usize, y: &mut [f32], scratch: &mut Vec<u32>) {
+        self.forward_into_then(x, m, y, scratch, None)
+    }
+
+    /// [`Linear::forward_into`], then `finish` on every row of `y` (on the
+    /// bf16 path, on each block of rows as soon as it is done).
+    pub(crate) fn forward_into_then(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        scratch: &mut Vec<u32>,
+        finish: RowFinish<'_>,
+    ) {
+        assert!(y.len() == m * self.n, "output buffer of the wrong size");
         match &self.weights {
             LinearWeights::F32(w) => {
                 for row in y.chunks_exact_mut(self.n) {
                     row.copy_from_slice(&self.bias);
                 }
-                kernels::gemm_f32(x, w, &mut y, m, self.n, self.k);
+                kernels::gemm_f32(x, w, y, m, self.n, self.k);
+                if let Some(finish) = finish {
+                    y.par_chunks_mut(self.n).for_each(finish);
+                }
             }
             LinearWeights::Bf16(packed) => {
-                kernels::matmul_bf16(packed, x, &mut y, m, self.n, self.k)
+                kernels::matmul_bf16(packed, x, y, m, self.n, self.k, scratch, finish)
             }
         }
-        y
+    }
+
+    /// Output width `n`.
+    pub(crate) fn outputs(&self) -> usize {
+        self.n
     }
 }
 
@@ -187,34 +216,42 @@ pub(crate) mod tests {
 
     #[test]
     fn amx_tiles_and_the_avx512_kernel_give_the_same_products() {
-        // Several 16-row blocks with a partial one, a partial column group,
-        // k of 6 tiles; the two kernels differ only in summation order.
-        let (m, n, k) = (45, 200, 192);
-        let x = numbers(m * k, 4);
-        let w = numbers(n * k, 5);
-        let b = numbers(n, 6);
         let Some(cpu) = Avx512Bf16::detect() else {
             return crate::encode::fast::skip_without_bf16("AMX against AVX-512 BF16");
         };
-        let mut packed = pack_bf16(&w, n, k, &b, cpu);
-        if packed.amx.is_none() {
-            return crate::encode::fast::skip_without_amx("AMX against AVX-512 BF16");
+        // Several 16-row blocks with a partial one and a partial column
+        // group, k of 6 tiles in one slice; then whole column groups with
+        // k in three slices, so that blocks accumulate in the output
+        // between slices. The two kernels differ only in summation order.
+        for (m, n, k) in [(45, 200, 192), (50, 128, 640)] {
+            let x = numbers(m * k, 4);
+            let w = numbers(n * k, 5);
+            let b = numbers(n, 6);
+            let mut packed = pack_bf16(&w, n, k, &b, cpu);
+            if packed.amx.is_none() {
+                return crate::encode::fast::skip_without_amx("AMX against AVX-512 BF16");
+            }
+            // Output and scratch arrive dirty, as they do when the encoder
+            // reuses them: every value must be overwritten, padding rows of
+            // the scratch included.
+            let mut scratch = vec![u32::MAX; 3 * m * k];
+            let mut on_tiles = vec![f32::NAN; m * n];
+            kernels::matmul_bf16(&packed, &x, &mut on_tiles, m, n, k, &mut scratch, None);
+            packed.amx = None;
+            let mut on_vectors = vec![f32::NAN; m * n];
+            kernels::matmul_bf16(&packed, &x, &mut on_vectors, m, n, k, &mut scratch, None);
+            let want = reference(&x, &w, &b, m, n, k);
+            for ((t, v), e) in on_tiles.iter().zip(&on_vectors).zip(&want) {
+                assert!(
+                    (t - v).abs() < 1e-3,
+                    "{m}x{n}x{k}: tiles {t} vs vectors {v}"
+                );
+                assert!(
+                    (t - e).abs() < 0.02 * (k as f32).sqrt(),
+                    "{m}x{n}x{k}: tiles {t} vs f32 {e}"
+                );
+            }
         }
-        let mut on_tiles = vec![0f32; m * n];
-        kernels::matmul_bf16(&packed, &x, &mut on_tiles, m, n, k);
-        packed.amx = None;
-        let mut on_vectors = vec![0f32; m * n];
-        kernels::matmul_bf16(&packed, &x, &mut on_vectors, m, n, k);
-        let want = reference(&x, &w, &b, m, n, k);
-        for ((t, v), e) in on_tiles.iter().zip(&on_vectors).zip(&want) {
-            assert!((t - v).abs() < 1e-3, "tiles {t} vs vectors {v}");
-            assert!(
-                (t - e).abs() < 0.02 * (k as f32).sqrt(),
-                "tiles {t} vs f32 {e}"
-            );
-        }
-        // Every output was written (none left at the zero it started from).
-        assert!(on_tiles.iter().zip(&want).all(|(t, e)| (t - e).abs() < 0.5));
     }
 
     #[test]

@@ -10,19 +10,6 @@ use crate::error::Result;
 use super::kernels::{widest, Avx512F};
 use super::to_vec;
 
-/// f32 → bf16 bits, rounding to nearest even (as PyTorch and oneDNN do).
-#[inline(always)]
-pub(super) fn bf16_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
-    // A select, not a branch, so that loops over it vectorize.
-    if x.is_nan() {
-        0x7fc0
-    } else {
-        rounded
-    }
-}
-
 /// erf as a rational function of x² on [-4, 4] (erf is ±1 to f32
 /// precision beyond): only multiplies, adds and one divide, so loops over
 /// it vectorize. The coefficients are the widely used ones of Eigen's
@@ -110,29 +97,28 @@ pub(super) fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + a[chunks * 16..].iter().sum::<f32>()
 }
 
-/// The feed-forward activation, in place.
-pub(super) fn activate(x: &mut [f32], act: HiddenAct) {
-    let wide = Avx512F::detect();
-    x.par_chunks_mut(4096).for_each(|chunk| {
-        widest(wide, || match act {
-            HiddenAct::Gelu => {
-                for v in chunk {
-                    *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-                }
+/// The feed-forward activation, in place; always inlined, so that it vectorizes as
+/// wide as the caller is compiled for.
+#[inline(always)]
+pub(super) fn activate_in_place(x: &mut [f32], act: HiddenAct) {
+    match act {
+        HiddenAct::Gelu => {
+            for v in x {
+                *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
             }
-            HiddenAct::GeluApproximate => {
-                for v in chunk {
-                    let inner = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
-                    *v = 0.5 * *v * (1.0 + inner.tanh());
-                }
+        }
+        HiddenAct::GeluApproximate => {
+            for v in x {
+                let inner = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+                *v = 0.5 * *v * (1.0 + inner.tanh());
             }
-            HiddenAct::Relu => {
-                for v in chunk {
-                    *v = v.max(0.0);
-                }
+        }
+        HiddenAct::Relu => {
+            for v in x {
+                *v = v.max(0.0);
             }
-        })
-    });
+        }
+    }
 }
 
 pub(super) struct LayerNorm {
@@ -184,15 +170,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bf16_rounding_is_to_nearest_even() {
-        assert_eq!(bf16_bits(1.0), 0x3f80);
-        // 1 + 2^-8 is halfway between two bf16 values: ties go to even.
-        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
-        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
-        assert_eq!(bf16_bits(-2.0), 0xc000);
-    }
-
-    #[test]
     fn erf_matches_known_values() {
         for (x, want) in [
             (0.0f32, 0.0f32),
@@ -206,6 +183,7 @@ mod tests {
 
     #[test]
     fn loops_compiled_for_avx512_give_the_same_bits() {
+        use crate::encode::fast::kernels::bf16_bits;
         use crate::encode::fast::linear::tests::numbers;
         let Some(cpu) = Avx512F::detect() else {
             crate::encode::fast::skip_without_bf16("AVX-512 compiled loops");

@@ -11,10 +11,14 @@
 //! - Q, K and V are one fused matrix product;
 //! - with [`Precision::Bf16`] the linear layers run on an AVX-512 BF16 kernel
 //!   (`vdpbf16ps`, f32 accumulation) over weights packed once at load
-//!   ([`linear`], [`kernels`]); otherwise on f32 `gemm`;
+//!   ([`linear`], [`kernels`]), or on AMX tiles (`tdpbf16ps`) where the CPU
+//!   has them; otherwise on f32 `gemm`;
 //! - the plain loops between the products (bf16 conversion, GELU, softmax,
 //!   layer norm) run compiled for AVX-512F where the CPU has it
 //!   ([`kernels::widest`]): 16 lanes instead of the baseline's 4, same bits;
+//! - each query row of attention is one fused kernel (scores, softmax,
+//!   weighted values) where AVX-512F is present;
+//! - a batch allocates its buffers once and every layer reuses them;
 //! - the word-embedding table, the largest tensor by far (250k × 384 for
 //!   e5), is kept in f16 and read from disk straight into that form.
 
@@ -235,32 +239,76 @@ impl FastBert {
             offsets.push((at, s.len()));
             at += s.len();
         }
-        let wide = kernels::Avx512F::detect();
-        x.par_chunks_mut(h)
-            .for_each(|row| kernels::widest(wide, || self.embed_norm.normalize_row(row)));
-        for layer in &self.layers {
-            x = self.layer_forward(layer, x, total, &offsets);
-        }
+        // The whole pass runs on one of rayon's workers: the parallel steps
+        // inside it then start from inside the pool, instead of each one
+        // waking the pool from outside and sleeping until it is done.
+        rayon::scope(|_| {
+            let wide = kernels::Avx512F::detect();
+            x.par_chunks_mut(h)
+                .for_each(|row| kernels::widest(wide, || self.embed_norm.normalize_row(row)));
+            let mut work = Workspace::new(total, h, self.layers.first());
+            for layer in &self.layers {
+                self.layer_forward(layer, &mut x, &mut work, total, &offsets);
+            }
+        });
         Ok(x)
     }
 
+    /// One encoder layer: `x` (`[total, hidden]`) becomes the layer's output.
     fn layer_forward(
         &self,
         layer: &Layer,
-        x: Vec<f32>,
+        x: &mut [f32],
+        work: &mut Workspace,
         total: usize,
         offsets: &[(usize, usize)],
-    ) -> Vec<f32> {
-        let qkv = layer.qkv.forward(&x, total);
-        let context = attention::attention(&qkv, total, offsets, self.hidden, self.heads);
-        let mut attn = layer.attn_out.forward(&context, total);
-        layer.attn_norm.apply_residual(&mut attn, &x);
-        let mut inter = layer.intermediate.forward(&attn, total);
-        math::activate(&mut inter, self.act);
-        let mut out = layer.output.forward(&inter, total);
-        layer.out_norm.apply_residual(&mut out, &attn);
-        debug_assert_eq!(out.len(), total * self.hidden);
-        out
+    ) {
+        let Workspace {
+            qkv,
+            context,
+            attn,
+            inter,
+            packed,
+        } = work;
+        layer.qkv.forward_into(x, total, qkv, packed);
+        attention::attention(qkv, total, offsets, self.hidden, self.heads, context);
+        layer.attn_out.forward_into(context, total, attn, packed);
+        layer.attn_norm.apply_residual(attn, x);
+        let (wide, act) = (kernels::Avx512F::detect(), self.act);
+        let activate =
+            |row: &mut [f32]| kernels::widest(wide, || math::activate_in_place(row, act));
+        layer
+            .intermediate
+            .forward_into_then(attn, total, inter, packed, Some(&activate));
+        // `x` is spent (the residual above was its last use): the output
+        // product goes into it.
+        layer.output.forward_into(inter, total, x, packed);
+        layer.out_norm.apply_residual(x, attn);
+    }
+}
+
+/// The buffers between a layer's steps, allocated once per batch and
+/// reused by all its layers: fresh ones per step were about a tenth of the
+/// encoder's time (zeroing, and the kernel clearing new pages).
+struct Workspace {
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attn: Vec<f32>,
+    inter: Vec<f32>,
+    /// bf16 activations of whichever product runs.
+    packed: Vec<u32>,
+}
+
+impl Workspace {
+    fn new(total: usize, hidden: usize, layer: Option<&Layer>) -> Self {
+        let (qkv, inter) = layer.map_or((0, 0), |l| (l.qkv.outputs(), l.intermediate.outputs()));
+        Self {
+            qkv: vec![0.0; total * qkv],
+            context: vec![0.0; total * hidden],
+            attn: vec![0.0; total * hidden],
+            inter: vec![0.0; total * inter],
+            packed: Vec::new(),
+        }
     }
 }
 
@@ -333,10 +381,13 @@ mod gemm_speed {
                 return;
             };
             let reps = 20;
-            lin.forward(&x, m);
+            // Buffers reused as the encoder reuses them.
+            let (mut y, mut scratch) = (vec![0f32; m * n], Vec::new());
+            lin.forward_into(&x, m, &mut y, &mut scratch);
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                std::hint::black_box(lin.forward(&x, m));
+                lin.forward_into(&x, m, &mut y, &mut scratch);
+                std::hint::black_box(&y);
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             eprintln!(
