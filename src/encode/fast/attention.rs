@@ -20,7 +20,7 @@ pub(super) fn attention(
     let scale = 1.0 / (d as f32).sqrt();
     assert!(context.len() == total * h && qkv.len() == total * 3 * h);
     let stride = 3 * h;
-    let simd = Avx512F::detect().filter(|_| d.is_multiple_of(LANES) && d <= 8 * LANES);
+    let simd = Avx512F::detect().filter(|_| d > 0 && d.is_multiple_of(LANES) && d <= 8 * LANES);
     // One task per sentence × head: the task owns its sentence's rows in
     // this head's columns of `context`.
     kernels::par_blocks(context, h, offsets, d, |sentence, head, mut block| {

@@ -21,6 +21,23 @@ pub(super) fn bf16_bits(x: f32) -> u32 {
     }
 }
 
+/// e^x as 2^n · P(r), |r| ≤ ln2/2 (Cephes' expf): the input range, ln 2
+/// split in two parts for an exact range reduction, and P's coefficients
+/// from the highest power down. Shared by `math::exp` and the attention
+/// kernel's vector exp, so that the two compute the same function.
+pub(super) const EXP_LOWEST: f32 = -87.0;
+pub(super) const EXP_HIGHEST: f32 = 88.0;
+pub(super) const EXP_LN2_HIGH: f32 = 0.693_359_4;
+pub(super) const EXP_LN2_LOW: f32 = 2.121_944_4e-4;
+pub(super) const EXP_POLYNOMIAL: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
+
 /// Rows 6 × columns 64 per bf16 kernel step: 24 accumulators + 4 B vectors
 /// + 1 broadcast fit the 32 AVX-512 registers.
 pub(super) const MR: usize = 6;
@@ -63,7 +80,7 @@ impl Avx512Bf16 {
 /// Proof that this CPU has AMX tiles with BF16 and that Linux lets this
 /// process use them (the permission is asked for once, for the process).
 /// Where it exists, bf16 products run on the tiles: on the Intel machine
-/// measured, `mawqif bench` went from about 70 to about 160 sentences/s
+/// measured, `mawqif bench` went from 65–71 to 142–148 sentences/s
 /// (README, "Speed and memory").
 #[derive(Debug, Clone, Copy)]
 pub struct Amx(());
@@ -902,7 +919,7 @@ pub(super) fn attend_row_avx512(
         ..
     } = row;
     let d = acc.len();
-    assert!(q.len() == d && d.is_multiple_of(LANES) && d <= 8 * LANES);
+    assert!(q.len() == d && d > 0 && d.is_multiple_of(LANES) && d <= 8 * LANES);
     assert!(lp.is_multiple_of(LANES) && len <= lp && len > 0);
     assert!(kt.len() >= d * lp && scores.len() >= lp);
     assert!(v.len() >= (len - 1) * stride + d);
@@ -922,7 +939,8 @@ pub(super) fn attend_row_avx512(
             5 => attend_row_kernel::<5>(row, scores, acc),
             6 => attend_row_kernel::<6>(row, scores, acc),
             7 => attend_row_kernel::<7>(row, scores, acc),
-            _ => attend_row_kernel::<8>(row, scores, acc),
+            8 => attend_row_kernel::<8>(row, scores, acc),
+            _ => unreachable!("d is 16 to 128 in steps of 16 (asserted)"),
         }
     };
     #[cfg(not(target_arch = "x86_64"))]
@@ -1012,25 +1030,19 @@ unsafe fn attend_row_kernel<const VECTORS: usize>(
 unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
-        _mm512_set1_ps(88.0),
+        _mm512_max_ps(x, _mm512_set1_ps(EXP_LOWEST)),
+        _mm512_set1_ps(EXP_HIGHEST),
     );
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );
     let r = _mm512_fmadd_ps(
         n,
-        _mm512_set1_ps(2.121_944_4e-4),
-        _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x),
+        _mm512_set1_ps(EXP_LN2_LOW),
+        _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_HIGH), x),
     );
-    let mut poly = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5e-1,
-    ] {
+    let mut poly = _mm512_set1_ps(EXP_POLYNOMIAL[0]);
+    for &c in &EXP_POLYNOMIAL[1..] {
         poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(c));
     }
     let e = _mm512_add_ps(

@@ -7,7 +7,9 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
-use super::kernels::{widest, Avx512F};
+use super::kernels::{
+    widest, Avx512F, EXP_HIGHEST, EXP_LN2_HIGH, EXP_LN2_LOW, EXP_LOWEST, EXP_POLYNOMIAL,
+};
 use super::to_vec;
 
 /// erf as a rational function of x² on [-4, 4] (erf is ±1 to f32
@@ -37,15 +39,13 @@ pub(crate) fn erf(x: f32) -> f32 {
 /// (Cephes' expf polynomial), relative error about 2e-7.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    let x = x.clamp(EXP_LOWEST, EXP_HIGHEST);
     let n = (x * std::f32::consts::LOG2_E).round();
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5e-1;
+    let r = x - n * EXP_LN2_HIGH + n * EXP_LN2_LOW;
+    let mut p = EXP_POLYNOMIAL[0];
+    for c in &EXP_POLYNOMIAL[1..] {
+        p = p * r + c;
+    }
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
@@ -97,8 +97,8 @@ pub(super) fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + a[chunks * 16..].iter().sum::<f32>()
 }
 
-/// The feed-forward activation, in place; always inlined, so that it vectorizes as
-/// wide as the caller is compiled for.
+/// The feed-forward activation, in place; always inlined, so that it
+/// vectorizes as wide as the caller is compiled for.
 #[inline(always)]
 pub(super) fn activate_in_place(x: &mut [f32], act: HiddenAct) {
     match act {
