@@ -183,15 +183,9 @@ pub fn run(ctx: &Context, args: BenchArgs) -> Result<()> {
         "latency_p50_ms": percentile(&times, 50.0),
         "latency_p95_ms": percentile(&times, 95.0),
         "threads": rayon::current_num_threads(),
-        // Which bf16 kernel ran: the same engine ran about 2x faster on AMX
-        // than on AVX-512 BF16 on one Intel machine (README).
-        "bf16_kernel": if embedder.engine().name() != "bf16" {
-            "none"
-        } else if mawqif::encode::fast::amx_supported() {
-            "amx"
-        } else {
-            "avx512-bf16"
-        },
+        // What ran the products: the same engine ran about 2x faster on
+        // AMX than on AVX-512 BF16 on one Intel machine (README).
+        "product_kernel": embedder.product_kernel(),
         "batch_size": options.batch_size,
         "head": matches!(system, System::Classifier(_)),
     });

@@ -49,4 +49,8 @@ impl Backend for CandleBert {
     fn max_batch_tokens(&self) -> usize {
         usize::MAX
     }
+
+    fn product_kernel(&self) -> String {
+        "candle".into()
+    }
 }

@@ -82,6 +82,12 @@ impl Embedder {
         self.encoder.engine()
     }
 
+    /// What runs the encoder's matrix products: `amx`, `avx512-bf16`,
+    /// `f32` (joined by `+` when layers differ), or `candle`.
+    pub fn product_kernel(&self) -> String {
+        self.encoder.product_kernel()
+    }
+
     pub fn tokenizer(&self) -> &SentenceTokenizer {
         &self.tokenizer
     }

@@ -78,6 +78,9 @@ trait Backend: Send + Sync {
     fn token_states(&self, batch: &[&[u32]]) -> Result<Vec<f32>>;
     /// Most tokens in one call (working memory grows with it).
     fn max_batch_tokens(&self) -> usize;
+    /// What runs the matrix products, for reports (`amx`, `avx512-bf16`,
+    /// `f32`, joined by `+` when layers differ; `candle`).
+    fn product_kernel(&self) -> String;
 }
 
 /// Most tokens in one forward pass of the fast engine (its working memory
@@ -91,6 +94,11 @@ impl Backend for FastBert {
 
     fn max_batch_tokens(&self) -> usize {
         FAST_TOKEN_BUDGET
+    }
+
+    fn product_kernel(&self) -> String {
+        let names: Vec<&str> = self.product_kernels().iter().map(|k| k.name()).collect();
+        names.join("+")
     }
 }
 
@@ -165,6 +173,11 @@ impl Encoder {
 
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// What runs the matrix products (see [`Backend::product_kernel`]).
+    pub fn product_kernel(&self) -> String {
+        self.backend.product_kernel()
     }
 
     /// Embed all sentences, at most `batch_size` per forward pass (and at

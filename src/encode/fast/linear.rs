@@ -122,6 +122,34 @@ impl Linear {
     pub(crate) fn outputs(&self) -> usize {
         self.n
     }
+
+    /// Which kernel this layer's products run on. AMX needs k in whole
+    /// tiles, so one encoder can mix AMX and AVX-512 layers.
+    pub(crate) fn kernel(&self) -> ProductKernel {
+        match &self.weights {
+            LinearWeights::F32(_) => ProductKernel::F32,
+            LinearWeights::Bf16(packed) if packed.amx.is_some() => ProductKernel::Amx,
+            LinearWeights::Bf16(_) => ProductKernel::Avx512Bf16,
+        }
+    }
+}
+
+/// The kernel a linear layer's products run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProductKernel {
+    Amx,
+    Avx512Bf16,
+    F32,
+}
+
+impl ProductKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProductKernel::Amx => "amx",
+            ProductKernel::Avx512Bf16 => "avx512-bf16",
+            ProductKernel::F32 => "f32",
+        }
+    }
 }
 
 /// bf16 pairs along k, in groups of `NB` panels of 16 output columns; the
@@ -252,6 +280,29 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_layer_reports_the_kernel_it_runs_on() {
+        let layer =
+            |k: usize, precision| Linear::new(vec![0.5; 32 * k], 32, k, vec![0.0; 32], precision);
+        assert_eq!(
+            layer(384, Precision::F32).unwrap().kernel(),
+            ProductKernel::F32
+        );
+        let (Ok(whole_tiles), Ok(part_tile)) =
+            (layer(384, Precision::Bf16), layer(40, Precision::Bf16))
+        else {
+            return crate::encode::fast::skip_without_bf16("kernel names");
+        };
+        // k = 40 is 20 pairs, not whole 16-pair tiles: never AMX.
+        assert_eq!(part_tile.kernel(), ProductKernel::Avx512Bf16);
+        let tiles = if crate::encode::fast::amx_supported() {
+            ProductKernel::Amx
+        } else {
+            ProductKernel::Avx512Bf16
+        };
+        assert_eq!(whole_tiles.kernel(), tiles);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub mod kernels;
 pub(crate) mod linear;
 pub(crate) mod math;
 
+pub use linear::ProductKernel;
+
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
@@ -204,6 +206,21 @@ impl FastBert {
 
     pub fn hidden_size(&self) -> usize {
         self.hidden
+    }
+
+    /// The kernels the linear layers run on, each named once, in a fixed
+    /// order: one for every shipped encoder, two where some k is not in
+    /// whole AMX tiles.
+    pub fn product_kernels(&self) -> Vec<ProductKernel> {
+        let mut kernels: Vec<ProductKernel> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.attn_out, &l.intermediate, &l.output])
+            .map(Linear::kernel)
+            .collect();
+        kernels.sort();
+        kernels.dedup();
+        kernels
     }
 
     /// Final token states of the packed batch: `[Σ len, hidden]`, the rows
