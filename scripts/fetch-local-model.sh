@@ -118,7 +118,9 @@ fi
 
 # 4. convert to safetensors via the mawqif CLI (skipped when already done)
 cd "$REPO_ROOT"
-if [[ -f "$MODEL_DIR/model.safetensors" ]]; then
+# A directory converted before e5's profile stripped diacritics is converted
+# again, so the shipped head sees the text it was trained on.
+if [[ -f "$MODEL_DIR/model.safetensors" ]] && grep -q '"preprocessing": "strip-marks"' "$MODEL_DIR/mawqif.json" 2>/dev/null; then
   log "$MODEL_DIR/model.safetensors already exists; nothing to do"
   exit 0
 fi

@@ -108,6 +108,11 @@ pub struct TrainArgs {
     /// AdamW weight decay under --fine-tune
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
+    /// Under --fine-tune: share of the training units (0 to 1) rewritten in
+    /// the spellings of web text (bare alef, final ى and ه, Arabic-Indic
+    /// digits, Latin punctuation), so labels do not hang on careful spelling
+    #[arg(long, default_value_t = 0.0)]
+    web_spelling: f64,
     /// Sentences per encoder forward pass (and per fine-tuning step)
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -194,6 +199,12 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<()> {
     }
     if args.cv_by_text.is_some_and(|k| k < 2) {
         bail!("--cv-by-text needs K >= 2");
+    }
+    if !(0.0..=1.0).contains(&args.web_spelling) {
+        bail!("--web-spelling is a share of the training units, in [0, 1]");
+    }
+    if args.web_spelling > 0.0 && !args.fine_tune {
+        bail!("--web-spelling applies to --fine-tune only (a frozen head's vectors are cached per sentence)");
     }
     if args.run_seed.is_some() && !args.fine_tune {
         bail!("--run-seed applies to --fine-tune only (a frozen head's --seed sets everything)");
@@ -356,6 +367,7 @@ fn run_fine_tune(
             rank: args.lora_rank.max(1),
             alpha: args.lora_alpha,
             labels: Some(labels),
+            web_spelling: args.web_spelling,
             ..FineTuneOptions::default()
         },
         dev_fraction: args.dev_fraction,

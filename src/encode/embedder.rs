@@ -99,6 +99,12 @@ impl Embedder {
 
     /// How many tokens each text has before truncation, tokenized exactly
     /// as [`Embedder::embed`] would: what a batcher sizes its batches by.
+    /// The string the tokenizer is given for `text` (prefix and preprocessing
+    /// applied): what decides its vector.
+    pub fn encoder_input(&self, text: &str) -> String {
+        self.preprocessor.apply(text)
+    }
+
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
         let inputs: Vec<String> = texts.iter().map(|t| self.preprocessor.apply(t)).collect();
         Ok(self

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::arabic::is_mark;
 
-/// Text clean-up a model was pre-trained with.
+/// Text clean-up before the tokenizer: what a model was pre-trained with,
+/// or what makes it robust to how real pages spell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preprocessing {
@@ -16,7 +17,7 @@ pub enum Preprocessing {
     #[default]
     None,
     /// Remove tatweel (U+0640) and Arabic diacritics, which some Arabic BERTs
-    /// were pre-trained without.
+    /// were pre-trained without and which news pages use unevenly.
     StripMarks,
     /// What the `arabert` package's `ArabertPreprocessor` does for
     /// `bert-base-arabertv02` (see [`arabert_v02`]).

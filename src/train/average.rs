@@ -4,7 +4,9 @@
 //! only in the seed of their initialisation and example order (same data,
 //! split, encoder, labels and features) and returns one run whose encoder
 //! update is the mean of theirs and whose head is the mean of their heads.
-//! Biases, norms and head weights are averaged entry by entry. A LoRA update
+//! Biases, norms and head weights are averaged entry by entry, each head
+//! first rewritten, exactly, in the first run's feature standardization
+//! (which differs a little when training texts were respelled). A LoRA update
 //! `B·A` is not linear in its factors, so the factors are stacked instead:
 //! `[B₁/n … Bₙ/n] · [A₁; …; Aₙ] = (B₁A₁ + … + BₙAₙ)/n` exactly, at n times the
 //! rank (the loader merges it into the weight, so inference costs the same).
@@ -71,12 +73,19 @@ pub fn average_runs(runs: &[TrainedRun], training: serde_json::Value) -> Result<
     check_compatible(first, rest)?;
     let n = runs.len() as f32;
     let mut head = first.head.clone();
-    for (k, (w, b)) in head.layers.iter_mut().enumerate() {
-        for run in rest {
-            let (w2, b2) = &run.head.layers[k];
-            w.iter_mut().zip(w2).for_each(|(x, y)| *x += y);
-            b.iter_mut().zip(b2).for_each(|(x, y)| *x += y);
-        }
+    for (which, run) in rest.iter().enumerate() {
+        let (w2, b2) = restandardized(&run.head, &first.head).ok_or_else(|| {
+            refuse(format!(
+                "run {} has a varying feature that is constant in run 1, so its head cannot be \
+                 expressed in run 1's standardization",
+                which + 2
+            ))
+        })?;
+        let (w, b) = &mut head.layers[0];
+        w.iter_mut().zip(&w2).for_each(|(x, y)| *x += y);
+        b.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+    }
+    for (w, b) in head.layers.iter_mut() {
         w.iter_mut().chain(b.iter_mut()).for_each(|x| *x /= n);
     }
     head.spec.training = training;
@@ -103,6 +112,36 @@ pub fn average_runs(runs: &[TrainedRun], training: serde_json::Value) -> Result<
         overrides.insert(name.clone(), averaged.to_dtype(dtype)?);
     }
     Ok(TrainedRun { head, overrides })
+}
+
+/// `run`'s linear layer rewritten for `reference`'s feature standardization,
+/// giving the same logits for every input. Runs whose training texts were
+/// respelled (`--web-spelling`) standardize slightly differently; their
+/// layers are only comparable, and so averageable, in one standardization.
+/// None where `reference` has a zero scale on a feature `run` uses.
+fn restandardized(run: &Head, reference: &Head) -> Option<(Vec<f32>, Vec<f32>)> {
+    let (w, b) = run.layers.first()?;
+    let n_in = run.feature_mean.len();
+    let mut w_out = w.clone();
+    let mut b_out = b.clone();
+    for (row, bias) in w_out.chunks_mut(n_in).zip(b_out.iter_mut()) {
+        for (j, weight) in row.iter_mut().enumerate() {
+            // w·s·(v − m) = w'·s₁·(v − m₁) for all v: w' = w·s/s₁, and the
+            // bias absorbs w·s·(m₁ − m).
+            let (m, scale) = (run.feature_mean[j], run.feature_scale[j]);
+            let (m1, scale1) = (reference.feature_mean[j], reference.feature_scale[j]);
+            let weighted = *weight * scale;
+            *bias += weighted * (m1 - m);
+            *weight = if scale1 != 0.0 {
+                weighted / scale1
+            } else if weighted == 0.0 {
+                0.0
+            } else {
+                return None;
+            };
+        }
+    }
+    Some((w_out, b_out))
 }
 
 fn refuse(reason: impl Into<String>) -> MawqifError {
@@ -134,17 +173,15 @@ fn check_compatible(first: &TrainedRun, rest: &[TrainedRun]) -> Result<()> {
                  head type"
             )));
         }
-        let close = |x: &[f32], y: &[f32]| {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|(p, q)| (p - q).abs() <= 1e-5 * p.abs().max(q.abs()).max(1.0))
+        // The same data and split, as recorded by `mawqif train`; the
+        // standardization itself may differ a little (see `restandardized`).
+        let provenance = |h: &Head| {
+            ["data", "seed", "dev_fraction", "sentences"].map(|k| h.spec.training.get(k).cloned())
         };
-        if !close(&a.feature_mean, &b.feature_mean) || !close(&a.feature_scale, &b.feature_scale) {
+        if provenance(a) != provenance(b) || a.feature_mean.len() != b.feature_mean.len() {
             return Err(refuse(format!(
-                "run {which} standardizes its features differently from run 1: it was \
-                 trained on other data or another split (use the same --data and --seed, \
-                 and vary --run-seed)"
+                "run {which} was trained on other data or another split than run 1 (use the \
+                 same --data and --seed, and vary --run-seed)"
             )));
         }
         let mut names_a: Vec<&String> = first.overrides.keys().collect();
@@ -273,6 +310,45 @@ mod tests {
     }
 
     #[test]
+    fn heads_standardized_differently_average_in_one_standardization() {
+        let features = [[0.3f32, -2.0], [1.5, 4.0], [-0.7, 0.0]];
+        let logits = |h: &Head, v: &[f32]| -> Vec<f32> {
+            let x: Vec<f32> = v
+                .iter()
+                .zip(h.feature_mean.iter().zip(&h.feature_scale))
+                .map(|(&v, (&m, &s))| (v - m) * s)
+                .collect();
+            let (w, b) = &h.layers[0];
+            w.chunks(x.len())
+                .zip(b)
+                .map(|(row, b)| b + row.iter().zip(&x).map(|(p, q)| p * q).sum::<f32>())
+                .collect()
+        };
+        let first = run(1.0);
+        let mut second = run(-2.0);
+        second.head.feature_mean = vec![0.1, 0.4];
+        second.head.feature_scale = vec![0.5, 3.0];
+        let (w, b) = restandardized(&second.head, &first.head).unwrap();
+        let rewritten = Head {
+            feature_mean: first.head.feature_mean.clone(),
+            feature_scale: first.head.feature_scale.clone(),
+            layers: vec![(w, b)],
+            ..second.head.clone()
+        };
+        let mean = average_runs(&[first.clone(), second.clone()], serde_json::Value::Null).unwrap();
+        for v in &features {
+            let (l1, l2) = (logits(&first.head, v), logits(&second.head, v));
+            for (k, got) in logits(&rewritten, v).iter().enumerate() {
+                assert!((got - l2[k]).abs() < 1e-4, "{got} vs {}", l2[k]);
+            }
+            for (k, got) in logits(&mean.head, v).iter().enumerate() {
+                let want = (l1[k] + l2[k]) / 2.0;
+                assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
     fn runs_that_do_not_match_are_refused() {
         let refused = |runs: &[TrainedRun], why: &str| {
             let err = average_runs(runs, serde_json::Value::Null)
@@ -285,7 +361,7 @@ mod tests {
         other_labels.head.spec.labels = LabelSet::parse("a,b").unwrap();
         refused(&[run(1.0), other_labels], "labels");
         let mut other_split = run(2.0);
-        other_split.head.feature_mean[0] = 0.7;
+        other_split.head.spec.training = serde_json::json!({"seed": 14});
         refused(&[run(1.0), other_split], "other data or another split");
         let mut fewer = run(2.0);
         fewer.overrides.remove("l.bias");

@@ -103,8 +103,9 @@ pub fn embed_with_cache(
 ) -> Result<Vec<Vec<f32>>> {
     let path = cache_path(cache_root, &embedder.profile.id, &embedder.profile.revision);
     let mut cache = EmbeddingCache::open(path.clone(), embedder.dim());
-    // The key is what the encoder sees, so a change of prefix is a cache miss.
-    let key = |t: &str| format!("{}{}", embedder.profile.prefix, t);
+    // The key is what the encoder sees, so a change of prefix or
+    // preprocessing is a cache miss.
+    let key = |t: &str| embedder.encoder_input(t);
     let mut missing: Vec<&str> = texts
         .iter()
         .copied()

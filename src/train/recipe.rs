@@ -381,6 +381,9 @@ pub fn train_fine_tuned(
     if let Some(run_seed) = training.run_seed {
         info["run_seed"] = serde_json::json!(run_seed);
     }
+    if o.web_spelling > 0.0 {
+        info["web_spelling"] = serde_json::json!(o.web_spelling);
+    }
     let tune = |train: &[Example],
                 dev: &[Example],
                 observer: &mut dyn TrainObserver|

@@ -511,8 +511,8 @@ fn frozen_head_with_context_embedding() {
 }
 
 /// Two fine-tuned runs that differ only in --run-seed average into one head
-/// that `classify` uses; a lone run or --run-seed without --fine-tune is a
-/// clear error.
+/// that `classify` uses, also when one respelled its training units; a lone
+/// run, or --run-seed or --web-spelling without --fine-tune, is a clear error.
 #[test]
 fn average_heads_of_two_runs() {
     let (tmp, dir) = crate::common::tiny_model_dir();
@@ -543,8 +543,17 @@ fn average_heads_of_two_runs() {
         "--fine-tune-epochs",
         "1",
     ];
-    for seed in ["1", "2"] {
-        let o = train(&[&tuned[..], &["--run-seed", seed]].concat(), seed);
+    let o = train(&["--web-spelling", "0.3"], "frozen");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--fine-tune only"), "{}", stderr(&o));
+    let o = train(&[&tuned[..], &["--web-spelling", "1.5"]].concat(), "bad");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("in [0, 1]"), "{}", stderr(&o));
+    // Run 2 respells half its training units, so its features standardize
+    // differently from run 1's: the average must still be possible.
+    for (seed, respell) in [("1", "0"), ("2", "0.5")] {
+        let extra = ["--run-seed", seed, "--web-spelling", respell];
+        let o = train(&[&tuned[..], &extra[..]].concat(), seed);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let run_dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();

@@ -97,3 +97,38 @@ fn shipped_heads_score_what_results_md_reports() {
         );
     }
 }
+
+/// The e5 profile strips diacritics and tatweel before the engine, so a
+/// vocalized sentence gets the vector of its plain spelling, and the
+/// training cache, keyed by what the engine sees, stores it once.
+#[test]
+fn vocalized_text_is_embedded_as_its_plain_spelling() {
+    use mawqif::train::cache::embed_with_cache;
+    use mawqif::{Embedder, Engine, RunOptions};
+    let Some(model) = crate::common::e5_model() else {
+        return;
+    };
+    let embedder = Embedder::open(&model, Engine::auto()).unwrap();
+    let vocalized = "أَعْلَنَتِ الوِزارَةُ افْتِتـــاحَ المَدْرَسَةِ";
+    let plain = "أعلنت الوزارة افتتاح المدرسة";
+    assert_eq!(embedder.encoder_input(vocalized), format!("query: {plain}"));
+    let (vectors, _) = embedder
+        .embed(&[vocalized, plain], &RunOptions::default(), |_| {})
+        .unwrap();
+    assert_eq!(vectors[0], vectors[1]);
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut missing = Vec::new();
+    for text in [plain, vocalized] {
+        embed_with_cache(
+            &embedder,
+            &[text],
+            8,
+            cache.path(),
+            |n, _| missing.push(n),
+            |_| {},
+        )
+        .unwrap();
+    }
+    assert_eq!(missing, vec![1], "the vocalized text was embedded again");
+}

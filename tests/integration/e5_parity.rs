@@ -138,10 +138,25 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 fn embeddings_match_the_c_engine() {
     let Some(dir) = model_or_skip() else { return };
     let embedder = Embedder::open(dir, Engine::auto()).unwrap();
-    let cases: Vec<Case> = cases()
+    // The C engine embedded each text as written; where mawqif's profile
+    // preprocessing (diacritics stripped) changes what the engine sees, the
+    // two vectors are of different inputs and are not compared.
+    let (cases, preprocessed): (Vec<Case>, Vec<Case>) = cases()
         .into_iter()
         .filter(|c| known_difference(&c.text).is_none())
-        .collect();
+        .partition(|c| embedder.encoder_input(&c.text) == c.engine_input);
+    for c in &preprocessed {
+        eprintln!(
+            "not compared (preprocessing changes the input): {:?}",
+            c.text
+        );
+    }
+    assert!(
+        preprocessed.len() == 2 && cases.len() >= 29,
+        "{} cases compared, {} changed by preprocessing",
+        cases.len(),
+        preprocessed.len()
+    );
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
     let (vectors, _) = embedder
         .embed(&texts, &RunOptions::default(), |_| {})

@@ -37,7 +37,7 @@ use crate::model::e5s1::save_safetensors;
 use crate::model::weights::SafetensorsFiles;
 use crate::model::{ModelDir, Pooling, WeightsFile};
 use crate::rng::SplitMix64;
-use crate::text::Preprocessor;
+use crate::text::{web_spelling, Preprocessor};
 use crate::tokenize::SentenceTokenizer;
 
 use super::data::{label_set, Example};
@@ -79,6 +79,9 @@ pub struct FineTuneOptions {
     pub context_embedding: bool,
     /// The head's labels (default: those of the training and dev examples).
     pub labels: Option<LabelSet>,
+    /// Share of the training units (0 to 1) rewritten once, before training,
+    /// in web spellings ([`crate::text::web_spelling`]); dev units never are.
+    pub web_spelling: f64,
 }
 
 impl Default for FineTuneOptions {
@@ -100,6 +103,7 @@ impl Default for FineTuneOptions {
             context: false,
             context_embedding: false,
             labels: None,
+            web_spelling: 0.0,
         }
     }
 }
@@ -164,7 +168,8 @@ pub fn fine_tune(
         return Err(MawqifError::NoTrainingData);
     }
     let dir = ModelDir::open(model_dir)?;
-    let mut run = Run::prepare(&dir, train, dev, options)?;
+    let respelled = respell_share(train, options.web_spelling, options.seed);
+    let mut run = Run::prepare(&dir, &respelled, dev, options)?;
     let train_idx: Vec<usize> = (0..train.len()).collect();
     let dev_idx: Vec<usize> = (train.len()..train.len() + dev.len()).collect();
     let init = run.init_head(&dir, &train_idx)?;
@@ -667,6 +672,26 @@ impl<'a> Run<'a> {
             p.value = v;
         }
     }
+}
+
+/// `examples` with about `share` of them, chosen by `seed`, rewritten in
+/// web spellings; a rewritten unit is also the next unit's `previous`, so
+/// runs of consecutive units stay linked.
+fn respell_share(examples: &[Example], share: f64, seed: u64) -> Vec<Example> {
+    let mut rng = SplitMix64::new(seed ^ 0x5be1_1ed0);
+    let mut out: Vec<Example> = examples.to_vec();
+    if share <= 0.0 {
+        return out;
+    }
+    for i in 0..out.len() {
+        if rng.unit() < share {
+            out[i].text = web_spelling(&examples[i].text, &mut rng);
+        }
+        if i > 0 && examples[i].follows(&examples[i - 1]) {
+            out[i].previous = Some(out[i - 1].text.clone());
+        }
+    }
+    out
 }
 
 /// Where each example's previous unit is among `inputs` (the examples'
