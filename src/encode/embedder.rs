@@ -97,16 +97,16 @@ impl Embedder {
         self.tokenizer.max_length()
     }
 
-    /// How many tokens each text has before truncation, tokenized exactly
-    /// as [`Embedder::embed`] would: what a batcher sizes its batches by.
     /// The string the tokenizer is given for `text` (prefix and preprocessing
     /// applied): what decides its vector.
     pub fn encoder_input(&self, text: &str) -> String {
         self.preprocessor.apply(text)
     }
 
+    /// How many tokens each text has before truncation, tokenized exactly
+    /// as [`Embedder::embed`] would: what a batcher sizes its batches by.
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
-        let inputs: Vec<String> = texts.iter().map(|t| self.preprocessor.apply(t)).collect();
+        let inputs: Vec<String> = texts.iter().map(|t| self.encoder_input(t)).collect();
         Ok(self
             .tokenizer
             .encode(&inputs)?
@@ -140,7 +140,7 @@ impl Embedder {
         texts: &[&str],
         options: &RunOptions,
     ) -> Result<(Vec<crate::tokenize::TokenizedSentence>, Vec<String>)> {
-        let inputs: Vec<String> = texts.iter().map(|t| self.preprocessor.apply(t)).collect();
+        let inputs: Vec<String> = texts.iter().map(|t| self.encoder_input(t)).collect();
         let tokenized = self.tokenizer.encode(&inputs)?;
         let limit = self.tokenizer.max_length();
         let mut warnings = Vec::new();

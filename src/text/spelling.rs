@@ -1,8 +1,9 @@
 //! Web spellings of Arabic: the variants that real news pages use next to
-//! the careful spelling of the training texts. Fine-tuning rewrites a share
-//! of its units with them so that the model does not tie a label to one
-//! spelling (measured on the dev split: the shipped model lost 0.5–0.7
-//! macro-F1 points on each variant alone and 1.2 on all of them together).
+//! the careful spelling of the training texts. `--web-spelling` rewrites a
+//! share of the fine-tuning units with them. On the dev split the default
+//! head lost 0.4–0.7 macro-F1 points on each variant; training with 30% of
+//! units respelled did not shrink those losses, so shipped heads do not use
+//! it (`eval/train/README.md`).
 
 use super::arabic::{is_arabic_letter, is_mark};
 use crate::rng::SplitMix64;

@@ -81,9 +81,10 @@ pub fn average_runs(runs: &[TrainedRun], training: serde_json::Value) -> Result<
                 which + 2
             ))
         })?;
-        let (w, b) = &mut head.layers[0];
-        w.iter_mut().zip(&w2).for_each(|(x, y)| *x += y);
-        b.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+        if let Some((w, b)) = head.layers.first_mut() {
+            w.iter_mut().zip(&w2).for_each(|(x, y)| *x += y);
+            b.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+        }
     }
     for (w, b) in head.layers.iter_mut() {
         w.iter_mut().chain(b.iter_mut()).for_each(|x| *x /= n);
@@ -175,8 +176,14 @@ fn check_compatible(first: &TrainedRun, rest: &[TrainedRun]) -> Result<()> {
         }
         // The same data and split, as recorded by `mawqif train`; the
         // standardization itself may differ a little (see `restandardized`).
+        // An averaged head records its runs under `average_of`.
         let provenance = |h: &Head| {
-            ["data", "seed", "dev_fraction", "sentences"].map(|k| h.spec.training.get(k).cloned())
+            let t = &h.spec.training;
+            let run = t
+                .get("average_of")
+                .and_then(|runs| runs.get(0))
+                .unwrap_or(t);
+            ["data", "seed", "dev_fraction", "sentences"].map(|k| run.get(k).cloned())
         };
         if provenance(a) != provenance(b) || a.feature_mean.len() != b.feature_mean.len() {
             return Err(refuse(format!(
@@ -362,7 +369,15 @@ mod tests {
         refused(&[run(1.0), other_labels], "labels");
         let mut other_split = run(2.0);
         other_split.head.spec.training = serde_json::json!({"seed": 14});
-        refused(&[run(1.0), other_split], "other data or another split");
+        refused(
+            &[run(1.0), other_split.clone()],
+            "other data or another split",
+        );
+        // An average is compared through the runs it records.
+        let mut averaged = run(1.0);
+        averaged.head.spec.training = serde_json::json!({"average_of": [{"seed": 14}]});
+        assert!(average_runs(&[averaged.clone(), other_split], serde_json::Value::Null).is_ok());
+        refused(&[averaged, run(2.0)], "other data or another split");
         let mut fewer = run(2.0);
         fewer.overrides.remove("l.bias");
         refused(&[run(1.0), fewer], "other encoder tensors");
