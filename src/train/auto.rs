@@ -31,54 +31,68 @@ pub fn load_or_train(
         Some(h) => Some(h.to_path_buf()),
         None => find_default_head(model_dir, profile, &options.models_root).ok(),
     };
-    let auto_dir = auto_head_dir(cache_root, &profile.id, &profile.revision);
+    let have_data = !train_data.is_empty() && train_data.iter().all(|p| p.exists());
     let head_dir = match found {
         Some(h) => h,
-        None if auto_dir.join("head.json").is_file() => {
-            notify(&format!(
-                "using the head trained earlier for {} in {}",
-                profile.id,
-                auto_dir.display()
-            ));
-            auto_dir
-        }
-        None if !train_data.is_empty() && train_data.iter().all(|p| p.exists()) => {
-            let embedder = Embedder::load(&dir, None, options.engine)?;
-            let examples = load_examples(train_data)?;
-            notify(&format!(
-                "no classifier head for {}: training one on {} labelled sentences from {}; it will be kept in {}",
-                embedder.profile.id,
-                examples.len(),
-                train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-                auto_dir.display()
-            ));
-            let training = FrozenTraining {
-                options: TrainOptions::default(),
-                cues: true,
-                context: false,
-                context_embedding: false,
-                dev_fraction: 0.0,
-                cv_folds: None,
-                batch_size: 16,
-                cache_root: cache_root.to_path_buf(),
-            };
-            let mut trained =
-                train_frozen(&embedder, &examples, train_data, &training, &mut Quiet)?;
-            trained.head.spec.training = serde_json::json!({
-                "data": train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-                "sentences": examples.len(),
-                "trained": "automatically on first use",
-            });
-            trained.head.save(&auto_dir)?;
-            // The encoder just loaded serves the classifier too: load it once.
-            let head = crate::head::Head::load(&auto_dir)?;
-            head.check_encoder(&auto_dir, embedder.dim(), embedder.profile.pooling)?;
-            return Ok(Classifier::Neural {
-                embedder: Box::new(embedder),
-                head: Box::new(head),
-            });
+        None if have_data => {
+            let auto_dir = auto_head_dir(cache_root, profile, train_data)?;
+            if auto_dir.join("head.json").is_file() {
+                notify(&format!(
+                    "using the head trained earlier for {} in {}",
+                    profile.id,
+                    auto_dir.display()
+                ));
+                auto_dir
+            } else {
+                return train_and_load(&dir, train_data, &auto_dir, cache_root, options, notify);
+            }
         }
         None => find_default_head(model_dir, profile, &options.models_root)?,
     };
     Classifier::with_head(&dir, &head_dir, options.engine)
+}
+
+/// Train the default frozen head on `train_data`, keep it in `auto_dir` and
+/// load the classifier with the encoder already in memory.
+fn train_and_load(
+    dir: &ModelDir,
+    train_data: &[PathBuf],
+    auto_dir: &Path,
+    cache_root: &Path,
+    options: &LoadOptions,
+    mut notify: impl FnMut(&str),
+) -> Result<Classifier> {
+    let embedder = Embedder::load(dir, None, options.engine)?;
+    let examples = load_examples(train_data)?;
+    notify(&format!(
+        "no classifier head for {}: training one on {} labelled sentences from {}; it will be kept in {}",
+        embedder.profile.id,
+        examples.len(),
+        train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        auto_dir.display()
+    ));
+    let training = FrozenTraining {
+        options: TrainOptions::default(),
+        cues: true,
+        context: false,
+        context_embedding: false,
+        dev_fraction: 0.0,
+        cv_folds: None,
+        batch_size: 16,
+        cache_root: cache_root.to_path_buf(),
+    };
+    let mut trained = train_frozen(&embedder, &examples, train_data, &training, &mut Quiet)?;
+    trained.head.spec.training = serde_json::json!({
+        "data": train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "sentences": examples.len(),
+        "trained": "automatically on first use",
+    });
+    trained.head.save(auto_dir)?;
+    // The encoder just loaded serves the classifier too: load it once.
+    let head = crate::head::Head::load(auto_dir)?;
+    head.check_encoder(auto_dir, embedder.dim(), embedder.profile.pooling)?;
+    Ok(Classifier::Neural {
+        embedder: Box::new(embedder),
+        head: Box::new(head),
+    })
 }

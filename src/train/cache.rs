@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::encode::{Embedder, RunOptions};
 use crate::error::{MawqifError, Result};
 use crate::files::write_atomic;
+use crate::model::ModelProfile;
+
+use super::data::gold_files;
 
 /// On-disk cache of sentence vectors for one encoder: sha256(input) → vector.
 /// Layout: repeated records of 32 hash bytes then `dim` little-endian f32.
@@ -157,11 +160,27 @@ pub fn safe_name(encoder_id: &str, revision: &str) -> String {
         .collect()
 }
 
-/// Where a head trained on first use for an encoder is kept.
-pub fn auto_head_dir(cache_root: &Path, encoder_id: &str, revision: &str) -> PathBuf {
-    cache_root
-        .join("heads")
-        .join(safe_name(encoder_id, revision))
+/// Where a head trained on first use for an encoder is kept. The name
+/// carries a fingerprint of the profile and of the training data, because
+/// either one changing (a new preprocessing, a new round of labels) makes a
+/// head trained earlier stale, though the encoder's id and revision stay.
+pub fn auto_head_dir(
+    cache_root: &Path,
+    profile: &ModelProfile,
+    train_data: &[PathBuf],
+) -> Result<PathBuf> {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(profile)?);
+    for file in gold_files(train_data)? {
+        h.update(file.to_string_lossy().as_bytes());
+        h.update(std::fs::read(&file).map_err(|e| MawqifError::io(&file, e))?);
+    }
+    let digest = h.finalize();
+    let fingerprint: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(cache_root.join("heads").join(format!(
+        "{}+{fingerprint}",
+        safe_name(&profile.id, &profile.revision)
+    )))
 }
 
 #[cfg(test)]

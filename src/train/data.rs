@@ -71,9 +71,9 @@ pub fn label_set(examples: &[Example], given: Option<&LabelSet>) -> Result<Label
     }
 }
 
-/// Load gold files: JSONL (one text per file), CheckThat! TSV (`*.tsv`,
-/// texts from the sentence ids), or every such file in directories (sorted).
-pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
+/// The gold files `paths` name: files as given, and every `*.jsonl` and
+/// `*.tsv` in directories (sorted). Refuses the evaluation fixtures.
+pub fn gold_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         check_not_eval_fixture(p)?;
@@ -92,6 +92,13 @@ pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
             files.push(p.clone());
         }
     }
+    Ok(files)
+}
+
+/// Load gold files: JSONL (one text per file), CheckThat! TSV (`*.tsv`,
+/// texts from the sentence ids), or every such file in directories (sorted).
+pub fn load_examples(paths: &[PathBuf]) -> Result<Vec<Example>> {
+    let files = gold_files(paths)?;
     let mut examples = Vec::new();
     for f in &files {
         check_not_eval_fixture(f)?;

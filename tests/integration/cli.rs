@@ -225,10 +225,16 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
         "{}",
         stderr(&first)
     );
-    assert!(tmp
-        .path()
-        .join("cache/heads/tiny@local/head.json")
-        .is_file());
+    let auto_heads = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path().join("cache/heads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("tiny@local+"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(auto_heads().len(), 1);
     let second = run();
     assert!(
         stderr(&second).contains("using the head trained earlier"),
@@ -237,6 +243,22 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
     );
     assert_eq!(stdout(&first), stdout(&second));
     assert_eq!(stdout(&first).lines().count(), 49);
+
+    // A head trained for another profile is stale: the encoder's id and
+    // revision are the same, but it sees other input.
+    let profile = serde_json::json!({
+        "id": "tiny", "revision": "local", "prefix": "query: ",
+        "max_length": crate::common::MAX_POSITIONS,
+    });
+    std::fs::write(dir.join("mawqif.json"), profile.to_string()).unwrap();
+    let third = run();
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("training one on"),
+        "{}",
+        stderr(&third)
+    );
+    assert_eq!(auto_heads().len(), 2);
 }
 
 #[test]
