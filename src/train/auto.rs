@@ -8,7 +8,7 @@ use crate::encode::Embedder;
 use crate::error::Result;
 use crate::model::ModelDir;
 
-use super::cache::auto_head_dir;
+use super::cache::{auto_head_dir, training_data_fingerprint};
 use super::data::load_examples;
 use super::fit::TrainOptions;
 use super::recipe::{train_frozen, FrozenTraining, Quiet};
@@ -28,26 +28,38 @@ pub fn load_or_train(
     let dir = ModelDir::open(model_dir)?;
     let profile = &dir.profile;
     let found = match head_dir {
-        Some(h) => Some(h.to_path_buf()),
-        None => find_default_head(model_dir, profile, &options.models_root).ok(),
+        Some(h) => Ok(h.to_path_buf()),
+        None => find_default_head(model_dir, profile, &options.models_root),
     };
     let have_data = !train_data.is_empty() && train_data.iter().all(|p| p.exists());
     let head_dir = match found {
-        Some(h) => h,
-        None if have_data => {
-            let auto_dir = auto_head_dir(cache_root, profile, train_data)?;
-            if auto_dir.join("head.json").is_file() {
-                notify(&format!(
-                    "using the head trained earlier for {} in {}",
-                    profile.id,
-                    auto_dir.display()
-                ));
-                auto_dir
-            } else {
-                return train_and_load(&dir, train_data, &auto_dir, cache_root, options, notify);
+        Ok(h) => h,
+        Err(no_head) => {
+            let auto_dir = auto_head_dir(cache_root, profile)?;
+            let cached = auto_dir.join("head.json").is_file();
+            if have_data {
+                let fingerprint = training_data_fingerprint(train_data)?;
+                if !cached || recorded_fingerprint(&auto_dir).as_deref() != Some(&fingerprint) {
+                    return train_and_load(
+                        &dir,
+                        train_data,
+                        &fingerprint,
+                        &auto_dir,
+                        cache_root,
+                        options,
+                        notify,
+                    );
+                }
+            } else if !cached {
+                return Err(no_head);
             }
+            notify(&format!(
+                "using the head trained earlier for {} in {}",
+                profile.id,
+                auto_dir.display()
+            ));
+            auto_dir
         }
-        None => find_default_head(model_dir, profile, &options.models_root)?,
     };
     Classifier::with_head(&dir, &head_dir, options.engine)
 }
@@ -57,6 +69,7 @@ pub fn load_or_train(
 fn train_and_load(
     dir: &ModelDir,
     train_data: &[PathBuf],
+    data_fingerprint: &str,
     auto_dir: &Path,
     cache_root: &Path,
     options: &LoadOptions,
@@ -84,6 +97,7 @@ fn train_and_load(
     let mut trained = train_frozen(&embedder, &examples, train_data, &training, &mut Quiet)?;
     trained.head.spec.training = serde_json::json!({
         "data": train_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "data_fingerprint": data_fingerprint,
         "sentences": examples.len(),
         "trained": "automatically on first use",
     });
@@ -95,4 +109,13 @@ fn train_and_load(
         embedder: Box::new(embedder),
         head: Box::new(head),
     })
+}
+
+/// The training-data fingerprint an auto-trained head recorded, if any.
+fn recorded_fingerprint(auto_dir: &Path) -> Option<String> {
+    let json = std::fs::read_to_string(auto_dir.join("head.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_str(&json).ok()?;
+    spec["training"]["data_fingerprint"]
+        .as_str()
+        .map(str::to_owned)
 }

@@ -161,26 +161,31 @@ pub fn safe_name(encoder_id: &str, revision: &str) -> String {
 }
 
 /// Where a head trained on first use for an encoder is kept. The name
-/// carries a fingerprint of the profile and of the training data, because
-/// either one changing (a new preprocessing, a new round of labels) makes a
-/// head trained earlier stale, though the encoder's id and revision stay.
-pub fn auto_head_dir(
-    cache_root: &Path,
-    profile: &ModelProfile,
-    train_data: &[PathBuf],
-) -> Result<PathBuf> {
+/// carries a fingerprint of the profile, because a new prefix or
+/// preprocessing makes a head trained earlier stale though the encoder's id
+/// and revision stay.
+pub fn auto_head_dir(cache_root: &Path, profile: &ModelProfile) -> Result<PathBuf> {
+    let digest = Sha256::digest(serde_json::to_vec(profile)?);
+    Ok(cache_root.join("heads").join(format!(
+        "{}+{}",
+        safe_name(&profile.id, &profile.revision),
+        short_hex(&digest)
+    )))
+}
+
+/// A fingerprint of the training files `train_data` names (their paths and
+/// bytes), recorded in an auto-trained head so that new labels retrain it.
+pub fn training_data_fingerprint(train_data: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(serde_json::to_vec(profile)?);
     for file in gold_files(train_data)? {
         h.update(file.to_string_lossy().as_bytes());
         h.update(std::fs::read(&file).map_err(|e| MawqifError::io(&file, e))?);
     }
-    let digest = h.finalize();
-    let fingerprint: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    Ok(cache_root.join("heads").join(format!(
-        "{}+{fingerprint}",
-        safe_name(&profile.id, &profile.revision)
-    )))
+    Ok(short_hex(&h.finalize()))
+}
+
+fn short_hex(digest: &[u8]) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

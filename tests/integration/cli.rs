@@ -194,7 +194,18 @@ fn bad_model_directories() {
 fn a_model_without_head_gets_one_trained_on_first_use() {
     let (tmp, dir) = crate::common::tiny_model_dir();
     std::fs::remove_dir_all(dir.join("head")).unwrap();
-    let run = || {
+    // A copy of some training texts, so that the test can change the labels.
+    let data = tmp.path().join("gold");
+    std::fs::create_dir(&data).unwrap();
+    let mut gold: Vec<_> = std::fs::read_dir("eval/train/gold")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    gold.sort();
+    for f in &gold[..40] {
+        std::fs::copy(f, data.join(f.file_name().unwrap())).unwrap();
+    }
+    let run = |train_data: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_mawqif"))
             .args([
                 "classify",
@@ -205,20 +216,16 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
                 "eval/fixtures/article.txt",
             ])
             .env("MAWQIF_CACHE", tmp.path().join("cache"))
-            .env("MAWQIF_TRAIN_DATA", "eval/train/gold")
+            .env("MAWQIF_TRAIN_DATA", train_data)
             .output()
             .unwrap()
     };
-    let first = run();
+    let data_arg = data.to_str().unwrap();
+    let first = run(data_arg);
     assert!(first.status.success(), "{}", stderr(&first));
-    let sentences: usize = std::fs::read_dir("eval/train/gold")
-        .unwrap()
-        .map(|e| {
-            std::fs::read_to_string(e.unwrap().path())
-                .unwrap()
-                .lines()
-                .count()
-        })
+    let sentences: usize = gold[..40]
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
         .sum();
     assert!(
         stderr(&first).contains(&format!("training one on {sentences} labelled sentences")),
@@ -235,7 +242,7 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
         names
     };
     assert_eq!(auto_heads().len(), 1);
-    let second = run();
+    let second = run(data_arg);
     assert!(
         stderr(&second).contains("using the head trained earlier"),
         "{}",
@@ -244,20 +251,29 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
     assert_eq!(stdout(&first), stdout(&second));
     assert_eq!(stdout(&first).lines().count(), 49);
 
-    // A head trained for another profile is stale: the encoder's id and
-    // revision are the same, but it sees other input.
+    // With training turned off, the head trained earlier still serves.
+    let without_data = run("");
+    assert!(without_data.status.success(), "{}", stderr(&without_data));
+    assert!(stderr(&without_data).contains("using the head trained earlier"));
+    assert_eq!(stdout(&first), stdout(&without_data));
+
+    // New labels make the cached head stale: it is trained again in place.
+    std::fs::remove_file(data.join(gold[0].file_name().unwrap())).unwrap();
+    let trains_again = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert!(stderr(o).contains("training one on"), "{}", stderr(o));
+    };
+    trains_again(&run(data_arg));
+    assert_eq!(auto_heads().len(), 1);
+
+    // So does another profile: the encoder's id and revision are the same,
+    // but it sees other input, so its head is kept apart.
     let profile = serde_json::json!({
         "id": "tiny", "revision": "local", "prefix": "query: ",
         "max_length": crate::common::MAX_POSITIONS,
     });
     std::fs::write(dir.join("mawqif.json"), profile.to_string()).unwrap();
-    let third = run();
-    assert!(third.status.success(), "{}", stderr(&third));
-    assert!(
-        stderr(&third).contains("training one on"),
-        "{}",
-        stderr(&third)
-    );
+    trains_again(&run(data_arg));
     assert_eq!(auto_heads().len(), 2);
 }
 
