@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::classifier::{find_default_head, Classifier, LoadOptions};
 use crate::encode::Embedder;
 use crate::error::Result;
+use crate::head::Head;
 use crate::model::ModelDir;
 
 use super::cache::{auto_head_dir, training_data_fingerprint};
@@ -111,11 +112,11 @@ fn train_and_load(
     })
 }
 
-/// The training-data fingerprint an auto-trained head recorded, if any.
+/// The training-data fingerprint an auto-trained head recorded, if the head
+/// loads: a damaged cached head is trained again rather than refused.
 fn recorded_fingerprint(auto_dir: &Path) -> Option<String> {
-    let json = std::fs::read_to_string(auto_dir.join("head.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_str(&json).ok()?;
-    spec["training"]["data_fingerprint"]
+    let head = Head::load(auto_dir).ok()?;
+    head.spec.training["data_fingerprint"]
         .as_str()
         .map(str::to_owned)
 }

@@ -173,12 +173,14 @@ pub fn auto_head_dir(cache_root: &Path, profile: &ModelProfile) -> Result<PathBu
     )))
 }
 
-/// A fingerprint of the training files `train_data` names (their paths and
-/// bytes), recorded in an auto-trained head so that new labels retrain it.
+/// A fingerprint of the training files `train_data` names (their file names
+/// and bytes), recorded in an auto-trained head so that new labels retrain
+/// it. Names, not paths: the same data reached by another path is the same.
 pub fn training_data_fingerprint(train_data: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     for file in gold_files(train_data)? {
-        h.update(file.to_string_lossy().as_bytes());
+        let name = file.file_name().unwrap_or(file.as_os_str());
+        h.update(name.to_string_lossy().as_bytes());
         h.update(std::fs::read(&file).map_err(|e| MawqifError::io(&file, e))?);
     }
     Ok(short_hex(&h.finalize()))

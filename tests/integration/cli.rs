@@ -257,6 +257,15 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
     assert!(stderr(&without_data).contains("using the head trained earlier"));
     assert_eq!(stdout(&first), stdout(&without_data));
 
+    // The same files reached by another spelling of their folder are the
+    // same data: no retraining.
+    let same_data = run(&format!("{data_arg}/."));
+    assert!(
+        stderr(&same_data).contains("using the head trained earlier"),
+        "{}",
+        stderr(&same_data)
+    );
+
     // New labels make the cached head stale: it is trained again in place.
     std::fs::remove_file(data.join(gold[0].file_name().unwrap())).unwrap();
     let trains_again = |o: &std::process::Output| {
@@ -265,6 +274,11 @@ fn a_model_without_head_gets_one_trained_on_first_use() {
     };
     trains_again(&run(data_arg));
     assert_eq!(auto_heads().len(), 1);
+
+    // A damaged cached head is trained again, not refused.
+    let cached = tmp.path().join("cache/heads").join(&auto_heads()[0]);
+    std::fs::write(cached.join("head.safetensors"), b"not tensors").unwrap();
+    trains_again(&run(data_arg));
 
     // So does another profile: the encoder's id and revision are the same,
     // but it sees other input, so its head is kept apart.
