@@ -62,6 +62,15 @@ def main():
     model_dir = Path(args.model)
     profile = json.loads((model_dir / "mawqif.json").read_text()) if (model_dir / "mawqif.json").exists() else {}
     prefix = profile.get("prefix", "")
+    # Feed the peers what mawqif's encoder sees (src/text/preprocess.rs), or
+    # the embedding comparison measures the clean-up instead of the engine.
+    preprocessing = profile.get("preprocessing", "none")
+    if preprocessing == "strip-marks":
+        # Tatweel, the harakat U+064B..U+0652 and the dagger alif (text::arabic::is_mark).
+        marks = {0x0640, 0x0670, *range(0x064B, 0x0653)}
+        sentences = ["".join(c for c in s if ord(c) not in marks) for s in sentences]
+    elif preprocessing != "none":
+        sys.exit(f"peers.py does not implement the profile's preprocessing {preprocessing!r}")
     normalize = profile.get("normalize", False)
     max_length = profile.get("max_length", 512)
 

